@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: Apache-2.0
+// serve.js: starts one local AWS emulator bound to 127.0.0.1 on a free
+// port and prints "PORT <n>" once it accepts connections.
+//   node serve.js kinesis <dir|->   kinesalite (its CLI cannot bind to loopback)
+//   node serve.js dynamodb <dir|->  dynalite
+//   node serve.js s3 <dir>          s3rver (needs --openssl-legacy-provider on Node >= 17)
+// "-" means in memory. Stops on SIGTERM/SIGINT.
+'use strict';
+const kind = process.argv[2];
+const dir = process.argv[3] && process.argv[3] !== '-' ? process.argv[3] : undefined;
+const host = '127.0.0.1';
+
+function ready(port) {
+  process.stdout.write('PORT ' + port + '\n');
+}
+
+function fail(err) {
+  process.stderr.write('serve.js ' + kind + ': ' + (err && err.stack || err) + '\n');
+  process.exit(1);
+}
+
+let server;
+if (kind === 'kinesis') {
+  const opts = { createStreamMs: 0, deleteStreamMs: 0, updateStreamMs: 0, shardLimit: 200 };
+  if (dir) opts.path = dir;
+  server = require('kinesalite')(opts);
+  server.listen(0, host, (err) => err ? fail(err) : ready(server.address().port));
+} else if (kind === 'dynamodb') {
+  const opts = { createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 };
+  if (dir) opts.path = dir;
+  server = require('dynalite')(opts);
+  server.listen(0, host, (err) => err ? fail(err) : ready(server.address().port));
+} else if (kind === 's3') {
+  if (!dir) fail('s3 needs a data directory');
+  const S3rver = require('s3rver');
+  const s3 = new S3rver({ port: 0, address: host, directory: dir, silent: true });
+  s3.run().then((addr) => { server = s3; ready(addr.port); }, fail);
+} else {
+  fail('unknown emulator "' + kind + '" (kinesis, dynamodb, s3)');
+}
+
+function stop() {
+  try { if (server && server.close) server.close(); } catch (e) { /* exiting anyway */ }
+  process.exit(0);
+}
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
