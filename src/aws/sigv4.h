@@ -9,11 +9,16 @@
  * is written, so the vectors can be checked directly.
  *
  * Invariants: the canonical request follows the SigV4 spec: the path is
- * normalised and encoded once more for every service except S3 (no
- * normalisation, no double encoding); query parameters are decoded,
- * re-encoded with the RFC 3986 unreserved set and sorted by name then value;
- * header names are lowercased, values trimmed with inner runs of spaces
- * folded, and headers with the same name joined with ','.
+ * normalised (RFC 3986 dot segments removed, empty segments dropped) and
+ * encoded once more for every service except S3 (no normalisation, no
+ * double encoding: existing %XX escapes are kept, only bytes that were
+ * left raw get encoded); query parameters are decoded, re-encoded with the
+ * RFC 3986 unreserved set and sorted by name then value (a parameter
+ * without '=' has an empty value); header names are lowercased, values
+ * trimmed with inner runs of spaces and tabs folded to one space, and
+ * headers with the same name joined with ',' in the order given.
+ * Every header passed is signed: leave out hop-by-hop headers (Connection,
+ * Expect, Transfer-Encoding) and User-Agent, which proxies may change.
  */
 #ifndef KL_SIGV4_H
 #define KL_SIGV4_H
@@ -62,19 +67,31 @@ struct sigv4_cache {
 void sigv4_cache_init(struct sigv4_cache *cache);
 void sigv4_cache_done(struct sigv4_cache *cache);
 
-/* Formats when as "YYYYMMDDTHHMMSSZ" into out (17 bytes). */
+/* Formats when as "YYYYMMDDTHHMMSSZ" into out (17 bytes); writes "" for a
+ * time whose year has no four digits. Thread-safe. */
 void sigv4_amz_date(time_t when, char out[17]);
 
-/* Lowercase hex SHA-256 of data into out (65 bytes). */
+/* Lowercase hex SHA-256 of data into out (65 bytes); "" only if libcrypto
+ * cannot allocate. Thread-safe. */
 void sigv4_sha256_hex(const void *data, size_t len, char out[65]);
 
 /*
- * Signs req with creds. On success appends the Authorization header value
- * ("AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...") to
- * ret_authorization (caller-owned buffer). When debug_canonical is not
- * NULL the canonical request and string to sign are appended to it (for
- * tests; never log it in production, it holds header values).
- * Returns KL_EINVAL for a malformed request (no host header, bad path).
+ * Signs req with creds (both borrowed). On success appends the
+ * Authorization header value ("AWS4-HMAC-SHA256 Credential=...,
+ * SignedHeaders=..., Signature=...") to ret_authorization (caller-owned
+ * buffer). When debug_canonical is not NULL the canonical request, an
+ * empty line and the string to sign are appended to it (for tests; never
+ * log it in production, it holds header values). On failure neither buffer
+ * is written.
+ * Returns KL_EINVAL for a malformed request: no host header, a path that
+ * does not start with '/' or holds '?', '#' or a control byte, a query
+ * with '#' or a control byte, a header name that is not an RFC 7230 token,
+ * a header value with a control byte other than tab, a payload hash that
+ * is not hex or a keyword, a region or service that is empty or not made
+ * of RFC 3986 unreserved characters, an access key id that is empty or
+ * holds '/', ',', a space or a byte outside printable ASCII, a NULL
+ * secret, or a time without a four-digit year. KL_ENOMEM when memory or a
+ * buffer cap runs out.
  * Thread-safe if each thread uses its own cache.
  */
 enum kl_err sigv4_sign(const struct sigv4_request *req, const struct sigv4_creds *creds,
