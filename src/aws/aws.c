@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "aws.h"
 #include "log.h"
@@ -384,12 +385,21 @@ enum kl_err aws_send(struct aws_client *c, const struct aws_request *req,
 			payload_hash = hash;
 		}
 	}
+	/* A retried download starts again from where the first one began. */
+	off_t download_start = req->download_fd >= 0 ? lseek(req->download_fd, 0, SEEK_CUR) : -1;
+
 	c->stats.calls++;
 	for (int attempt = 1;; attempt++) {
 		struct aws_creds cr = { 0 };
 		int throttled = 0;
 
 		kl_errinfo_clear(info);
+		if (attempt > 1 && download_start >= 0 &&
+		    (ftruncate(req->download_fd, download_start) != 0 ||
+		     lseek(req->download_fd, download_start, SEEK_SET) != download_start)) {
+			err = kl_errinfo_set(info, KL_EIO, "cannot rewind download file for retry");
+			break;
+		}
 		err = creds_chain_get(c->creds, &cr, info);
 		if (err)
 			break;

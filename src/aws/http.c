@@ -169,7 +169,9 @@ enum kl_err http_uri_encode(struct buf *out, const char *s, size_t len, int keep
 		return err;
 	for (size_t i = 0; i < len; i++) {
 		unsigned char ch = (unsigned char)s[i];
-		if (isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~' ||
+		/* ASCII only: isalnum() would follow the locale. */
+		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' || ch == '~' ||
 		    (keep_slash && ch == '/')) {
 			out->data[out->len++] = (char)ch;
 		} else {
@@ -416,6 +418,8 @@ enum kl_err http_send(struct http_client *c, const struct http_request *req,
 	if (share)
 		curl_easy_setopt(curl, CURLOPT_SHARE, share);
 	curl_easy_setopt(curl, CURLOPT_URL, req->url);
+	/* The path we signed is the path we send: no dot-segment squashing. */
+	curl_easy_setopt(curl, CURLOPT_PATH_AS_IS, 1L);
 	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, c->opts.connect_timeout_ms);

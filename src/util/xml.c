@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * xml.c: element lookup by local name in small AWS XML documents. Scans
- * tags linearly; comments, processing instructions and CDATA-free text
- * are skipped. The matching end tag is found by counting nested elements
- * of the same name, so <Key> inside <Contents> inside <Contents> cannot
- * confuse it. Input is never modified.
+ * tags linearly; comments, processing instructions and CDATA sections are
+ * jumped over whole, so markup inside them is never taken for markup (in
+ * text, comments and PIs vanish and CDATA content is kept literally). The
+ * matching end tag is found by counting nested elements of the same name,
+ * so <Key> inside <Contents> inside <Contents> cannot confuse it. Input is
+ * never modified.
  */
 #include "config.h"
 
@@ -50,6 +52,44 @@ static const char *tag_end(const char *p, const char *end, int *ret_selfclosing)
 	return end;
 }
 
+/* Start of needle in p[0..end), or NULL. */
+static const char *find(const char *p, const char *end, const char *needle)
+{
+	size_t nlen = strlen(needle);
+
+	while (p && (size_t)(end - p) >= nlen) {
+		p = memchr(p, needle[0], (size_t)(end - p) - nlen + 1);
+		if (!p)
+			return NULL;
+		if (memcmp(p, needle, nlen) == 0)
+			return p;
+		p++;
+	}
+	return NULL;
+}
+
+/*
+ * p points at '<'. For a comment, CDATA section or processing
+ * instruction returns the position just past its end, or NULL when it is
+ * unterminated; for anything else returns p. Markup inside those is not
+ * markup, so the scanners below must jump over them as a whole.
+ */
+static const char *skip_special(const char *p, const char *end)
+{
+	static const struct {
+		const char *open, *close;
+	} kinds[] = { { "<!--", "-->" }, { "<![CDATA[", "]]>" }, { "<?", "?>" } };
+
+	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		size_t olen = strlen(kinds[k].open);
+		if ((size_t)(end - p) >= olen && memcmp(p, kinds[k].open, olen) == 0) {
+			const char *c = find(p + olen, end, kinds[k].close);
+			return c ? c + strlen(kinds[k].close) : NULL;
+		}
+	}
+	return p;
+}
+
 int xml_next(const char *doc, size_t len, const char *name, size_t *pos,
 	     struct xml_slice *ret_inner)
 {
@@ -61,6 +101,13 @@ int xml_next(const char *doc, size_t len, const char *name, size_t *pos,
 		p = memchr(p, '<', (size_t)(end - p));
 		if (!p || p + 1 >= end)
 			return 0;
+		const char *after_special = skip_special(p, end);
+		if (!after_special)
+			return 0;
+		if (after_special != p) {
+			p = after_special;
+			continue;
+		}
 		if (p[1] == '/' || p[1] == '?' || p[1] == '!') {
 			p++;
 			continue;
@@ -83,6 +130,13 @@ int xml_next(const char *doc, size_t len, const char *name, size_t *pos,
 			q = memchr(q, '<', (size_t)(end - q));
 			if (!q || q + 1 >= end)
 				return 0;
+			const char *after_q = skip_special(q, end);
+			if (!after_q)
+				return 0;
+			if (after_q != q) {
+				q = after_q;
+				continue;
+			}
 			if (q[1] == '/') {
 				if (tag_name_is(q + 2, end, name, &taglen) && --depth == 0) {
 					const char *after = tag_end(q + 2 + taglen, end, &selfclosing);
@@ -148,11 +202,33 @@ static enum kl_err unescape(const char *p, size_t len, char **ret_text)
 		return KL_ENOMEM;
 	while (i < len) {
 		const char *amp = memchr(p + i, '&', len - i);
-		size_t run = amp ? (size_t)(amp - (p + i)) : len - i;
+		const char *lt = memchr(p + i, '<', amp ? (size_t)(amp - (p + i)) : len - i);
+		const char *stop = lt ? lt : amp;
+		size_t run = stop ? (size_t)(stop - (p + i)) : len - i;
 		buf_append(&out, p + i, run);
 		i += run;
-		if (!amp)
+		if (!stop)
 			break;
+		if (lt) {
+			/* Comments and PIs vanish, CDATA is literal text; any
+			 * other markup (mixed content) is kept as it is. */
+			const char *after = skip_special(lt, p + len);
+			if (!after) {
+				buf_done(&out);
+				return KL_EPARSE;
+			}
+			if (after == lt) {
+				buf_append_byte(&out, '<');
+				i++;
+			} else {
+				static const char cdata_open[] = "<![CDATA[", cdata_close[] = "]]>";
+				const size_t olen = sizeof(cdata_open) - 1, clen = sizeof(cdata_close) - 1;
+				if ((size_t)(after - lt) >= olen + clen && memcmp(lt, cdata_open, olen) == 0)
+					buf_append(&out, lt + olen, (size_t)(after - lt) - olen - clen);
+				i = (size_t)(after - p);
+			}
+			continue;
+		}
 		const char *e = p + i + 1;
 		size_t left = len - i - 1;
 		int done = 0;
