@@ -58,14 +58,15 @@ unset ASAN_OPTIONS UBSAN_OPTIONS
 
 step "valgrind, unit tests"
 for t in $unit_tests; do
-	if ! (cd build/main && srcdir="$top" ./libtool --mode=execute valgrind -q --leak-check=full \
-		--errors-for-leak-kinds=definite,indirect --error-exitcode=99 "./$t" >"$t.valgrind.log" 2>&1); then
-		rc=$?
-		if [ $rc -ne 77 ]; then
-			echo "valgrind: $t failed ($rc)"; tail -n 60 "build/main/$t.valgrind.log"; exit 1
-		fi
-	fi
-	echo "valgrind clean: $t"
+	rc=0
+	(cd build/main && srcdir="$top" ./libtool --mode=execute valgrind -q --leak-check=full \
+		--errors-for-leak-kinds=definite,indirect --error-exitcode=99 "./$t" \
+		>"$t.valgrind.log" 2>&1) || rc=$?
+	case $rc in
+	0) echo "valgrind clean: $t" ;;
+	77) echo "valgrind skipped: $t" ;;
+	*) echo "valgrind: $t failed ($rc)"; tail -n 60 "build/main/$t.valgrind.log"; exit 1 ;;
+	esac
 done
 
 step "make distcheck"
