@@ -11,7 +11,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 
 debs="autoconf automake libtool pkg-config make gcc curl ca-certificates python3
 	libcurl4-openssl-dev libjson-c-dev libssl-dev libsqlite3-dev libconfig-dev
-	libcunit1-dev zlib1g-dev libzstd-dev valgrind"
+	libcunit1-dev zlib1g-dev libzstd-dev valgrind clang libclang-rt-14-dev"
 # Node.js for the emulators: any node >= 18 on PATH will do.
 command -v node >/dev/null 2>&1 || debs="$debs nodejs"
 command -v npm >/dev/null 2>&1 || debs="$debs npm"

@@ -7,7 +7,8 @@
 #      integration) with the local AWS emulators on 127.0.0.1,
 #   3. build with ASan+UBSan and run the unit tests again,
 #   4. run the unit tests under valgrind (leaks are errors),
-#   5. make distcheck.
+#   5. fuzz the KPL parser for 60 s (libFuzzer + ASan),
+#   6. make distcheck.
 # Build trees live under build/ in the checkout. Exits non-zero on the
 # first failure and prints the failing test's log.
 set -eu
@@ -68,6 +69,15 @@ for t in $unit_tests; do
 	*) echo "valgrind: $t failed ($rc)"; tail -n 60 "build/main/$t.valgrind.log"; exit 1 ;;
 	esac
 done
+
+step "fuzz: KPL parser, 60 s under ASan"
+rc=0
+tests/fuzz/run.sh 60 || rc=$?
+case $rc in
+0) ;;
+77) echo "fuzz: skipped (clang/libFuzzer unavailable)" ;;
+*) echo "fuzz: the KPL fuzzer found a crash"; exit 1 ;;
+esac
 
 step "make distcheck"
 (cd build/main && make -j"$jobs" distcheck DISTCHECK_CONFIGURE_FLAGS=--enable-werror >/dev/null 2>distcheck.err) || {

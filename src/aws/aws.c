@@ -447,17 +447,16 @@ enum kl_err aws_send(struct aws_client *c, const struct aws_request *req,
 	return err;
 }
 
-enum kl_err aws_json_call(struct aws_client *c, const char *target_prefix,
-			  const char *json_version, const char *operation,
-			  json_object *in, json_object **ret_out, struct kl_errinfo *info)
+enum kl_err aws_json_call_raw(struct aws_client *c, const char *target_prefix,
+			      const char *json_version, const char *operation,
+			      json_object *in, struct http_response *resp,
+			      struct kl_errinfo *info)
 {
 	char target[128], ctype[64];
 	struct http_header hdrs[2];
-	struct http_response resp;
 	struct aws_request req;
 	const char *body;
 	size_t body_len;
-	enum kl_err err;
 
 	snprintf(target, sizeof(target), "%s.%s", target_prefix, operation);
 	snprintf(ctype, sizeof(ctype), "application/x-amz-json-%s", json_version);
@@ -474,9 +473,18 @@ enum kl_err aws_json_call(struct aws_client *c, const char *target_prefix,
 	req.n_headers = 2;
 	req.body = body;
 	req.body_len = body_len;
+	return aws_send(c, &req, resp, info);
+}
+
+enum kl_err aws_json_call(struct aws_client *c, const char *target_prefix,
+			  const char *json_version, const char *operation,
+			  json_object *in, json_object **ret_out, struct kl_errinfo *info)
+{
+	struct http_response resp;
+	enum kl_err err;
 
 	http_response_init(&resp);
-	err = aws_send(c, &req, &resp, info);
+	err = aws_json_call_raw(c, target_prefix, json_version, operation, in, &resp, info);
 	if (!err) {
 		json_tokener *tok = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
 		json_object *out = NULL;

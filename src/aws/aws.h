@@ -118,6 +118,19 @@ enum kl_err aws_json_call(struct aws_client *c, const char *target_prefix,
 			  json_object *in, json_object **ret_out, struct kl_errinfo *info);
 
 /*
+ * aws_json_call() without the parsing, for callers that scan the body
+ * themselves (GetRecords): serialises in (borrowed) and sends it. On KL_OK
+ * resp holds the 2xx response, resp->body its body (resp->body.len bytes,
+ * NUL-terminated; data may be NULL when the body is empty). resp must have
+ * been http_response_init()ed, and the caller http_response_done()s it
+ * whatever the result, as with aws_send().
+ */
+enum kl_err aws_json_call_raw(struct aws_client *c, const char *target_prefix,
+			      const char *json_version, const char *operation,
+			      json_object *in, struct http_response *resp,
+			      struct kl_errinfo *info);
+
+/*
  * Maps an HTTP status and AWS error code (the part after '#', e.g.
  * "ProvisionedThroughputExceededException") to an error. Pure function.
  */

@@ -2,7 +2,8 @@
 /*
  * kinesis.c: Kinesis Data Streams over JSON 1.1. Builders make request
  * objects, parsers turn responses into plain C structs; the calls glue the
- * two to aws_json_call(), which signs, retries and classifies errors.
+ * two to aws_json_call(), which signs, retries and classifies errors
+ * (GetRecords to aws_json_call_raw(): its body is scanned without json-c).
  * Invariants: GetRecords always carries Limit; a ListShards request never
  * holds NextToken together with StreamName; a GetRecords result is one
  * allocation (records' data live in its arena); ret_* are written only on
@@ -12,6 +13,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -746,176 +748,1061 @@ void kinesis_records_free(struct kinesis_records *r)
 }
 
 /*
- * The result is built in two passes over the same code: the sizing pass
- * validates the response and adds up how many bytes the arena needs, the
- * filling pass copies strings and decodes data into it. So there is exactly
- * one allocation and no pointer is ever invalidated by a realloc.
+ * GetRecords responses are read by a dedicated scanner straight from the
+ * body bytes, not through json-c: at up to 10 MB a call, json-c's tokenizer
+ * and the tree it builds cost more than everything else together. One pass
+ * over the body fills the result; base64 is decoded straight into it.
+ *
+ * What it accepts is strict JSON (RFC 8259) plus these rules:
+ *  - the body is one object. Records and ChildShards are arrays or null;
+ *    NextShardIterator is a string or null ("", null and absent all mean
+ *    the shard is closed and fully read); MillisBehindLatest is a number or
+ *    null (-1 when null or absent);
+ *  - a record is an object with SequenceNumber (a non-empty string),
+ *    PartitionKey and Data (strings; Data is base64, padded or not),
+ *    ApproximateArrivalTimestamp (a number or null: epoch seconds, made ms
+ *    exactly from the digits, truncated toward zero; 0 when null or absent)
+ *    and EncryptionType (a string or null; "KMS" or anything else = none);
+ *  - keys come in any order and may be escaped; a known key twice in one
+ *    object is an error. Unknown keys may hold any JSON value, which is
+ *    checked and skipped (nested up to SCAN_MAX_DEPTH);
+ *  - strings are unescaped (\uXXXX as UTF-8, surrogate pairs joined; a lone
+ *    surrogate is an error in a string that is kept); other bytes from 0x20
+ *    up are copied as they are.
+ * It never reads outside body[0, len), whatever the bytes.
+ *
+ * Memory: one block holds the result header and an arena. It starts at the
+ * body's size (no decoded string or data is longer than its JSON text) and
+ * would grow if it had to. While scanning, records and child shards wait in
+ * side arrays that refer to the arena by offset, so growing the block moves
+ * nothing that matters; at the end the block is cut to size and they are
+ * written behind the arena as pointers: header | arena | records | children.
  */
 #define ALIGN_UP(n, a) (((n) + (a) - 1) / (a) * (a))
+#define SCAN_ARENA_OFF ALIGN_UP(sizeof(struct kinesis_records), _Alignof(max_align_t))
+#define SCAN_MAX_DEPTH 64          /* a skipped value nests fewer levels than this */
+#define SCAN_NONE SIZE_MAX         /* "no string" as an arena offset */
 
-struct arena {
-	char *base;                   /* NULL in the sizing pass */
-	size_t used;
+struct scan_record {
+	size_t seq, pk, data;      /* arena offsets */
+	size_t data_len;
+	int64_t arrival_ms;
+	enum kinesis_encryption encryption;
 };
 
-static const char *arena_str(struct arena *a, const char *s, size_t len)
-{
-	char *p;
+struct scan_child {
+	size_t shard_id, parents[2], n_parents;  /* arena offsets */
+	size_t starting_hash_key, ending_hash_key;
+};
 
-	if (!a->base) {
-		a->used += len + 1;
+struct scan {
+	const char *body, *p, *end;     /* the input, the cursor */
+	char *block;                    /* header space + arena (see above) */
+	size_t arena_used, arena_cap;
+	struct scan_record *recs;
+	size_t n_recs, cap_recs;
+	struct scan_child *children;
+	size_t n_children, cap_children;
+	char *scratch;                  /* an escaped Data string, unescaped */
+	size_t scratch_cap;
+	size_t next_iterator;           /* arena offset or SCAN_NONE */
+	int64_t millis_behind_latest;
+	const char *err_at, *err_what;  /* the first parse error */
+};
+
+struct scan_key {
+	const char *name;
+	size_t len;
+};
+
+#define SCAN_KEY(s) { s, sizeof(s) - 1 }
+
+/* Records where and why parsing failed (the first failure wins). */
+static enum kl_err scan_fail(struct scan *s, const char *at, const char *what)
+{
+	if (!s->err_what) {
+		s->err_at = at;
+		s->err_what = what;
+	}
+	return KL_EPARSE;
+}
+
+static int is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static int hex_val(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* The 4 hex digits at p (checked by lex_string()). */
+static uint32_t hex4(const char *p)
+{
+	return (uint32_t)(hex_val(p[0]) << 12 | hex_val(p[1]) << 8 | hex_val(p[2]) << 4 |
+			  hex_val(p[3]));
+}
+
+static void skip_ws(struct scan *s)
+{
+	const char *p = s->p;
+
+	while (p < s->end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+		p++;
+	s->p = p;
+}
+
+/* Skips whitespace, then consumes c if it comes next. */
+static int eat(struct scan *s, char c)
+{
+	skip_ws(s);
+	if (s->p < s->end && *s->p == c) {
+		s->p++;
+		return 1;
+	}
+	return 0;
+}
+
+/* Consumes the literal lit (n bytes) if it comes next. */
+static int eat_literal(struct scan *s, const char *lit, size_t n)
+{
+	if ((size_t)(s->end - s->p) >= n && memcmp(s->p, lit, n) == 0) {
+		s->p += n;
+		return 1;
+	}
+	return 0;
+}
+
+static int next_is(const struct scan *s, char c)
+{
+	return s->p < s->end && *s->p == c;
+}
+
+/* Room for n more arena bytes: the write position, or NULL (ENOMEM). */
+static char *arena_reserve(struct scan *s, size_t n)
+{
+	if (n > s->arena_cap - s->arena_used) {
+		size_t cap = s->arena_cap;
+		char *block;
+
+		while (n > cap - s->arena_used) {
+			if (cap > SIZE_MAX / 4)
+				return NULL;
+			cap *= 2;
+		}
+		block = realloc(s->block, SCAN_ARENA_OFF + cap);
+		if (!block)
+			return NULL;
+		s->block = block;
+		s->arena_cap = cap;
+	}
+	return s->block + SCAN_ARENA_OFF + s->arena_used;
+}
+
+/* arr (cap elements of size bytes) grown to hold at least one more. */
+static void *grow(void *arr, size_t *cap, size_t size)
+{
+	size_t n = *cap ? *cap * 2 : 64;
+	void *a;
+
+	if (n > SIZE_MAX / size)
 		return NULL;
-	}
-	p = a->base + a->used;
-	memcpy(p, s, len);
-	p[len] = '\0';
-	a->used += len + 1;
-	return p;
+	a = realloc(arr, n * size);
+	if (a)
+		*cap = n;
+	return a;
 }
 
-/* Decodes base64 b64[0..len) into the arena; sizes by the upper bound. */
-static enum kl_err arena_b64(struct arena *a, const char *b64, size_t len, const uint8_t **ret,
-			     size_t *ret_len)
+/*
+ * Lexes the string whose opening quote is at s->p: checks its escapes and
+ * that it holds no control character, and leaves s->p after the closing
+ * quote. *ret_raw and *ret_len: the text between the quotes, still escaped;
+ * *ret_escaped: whether it holds a backslash.
+ */
+static enum kl_err lex_string(struct scan *s, const char **ret_raw, size_t *ret_len,
+			      int *ret_escaped)
 {
-	size_t n;
+	const char *start = s->p + 1, *p = start, *end = s->end;
+	int escaped = 0;
 
-	if (!a->base) {
-		a->used += (len / 4 + 1) * 3;
-		return KL_OK;
+	for (;;) {
+		unsigned char c;
+
+		if (p >= end)
+			return scan_fail(s, s->p, "unterminated string");
+		c = (unsigned char)*p;
+		if (c == '"')
+			break;
+		if (c < 0x20)
+			return scan_fail(s, p, "control character in string");
+		if (c != '\\') {
+			p++;
+			continue;
+		}
+		escaped = 1;
+		if (end - p < 2)
+			return scan_fail(s, s->p, "unterminated string");
+		switch (p[1]) {
+		case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+			p += 2;
+			break;
+		case 'u':
+			if (end - p < 6 || hex_val(p[2]) < 0 || hex_val(p[3]) < 0 ||
+			    hex_val(p[4]) < 0 || hex_val(p[5]) < 0)
+				return scan_fail(s, p, "bad \\u escape");
+			p += 6;
+			break;
+		default:
+			return scan_fail(s, p, "bad escape");
+		}
 	}
-	if (kl_b64_decode(b64, len, (uint8_t *)a->base + a->used, &n) != KL_OK)
-		return KL_EPARSE;
-	*ret = (const uint8_t *)a->base + a->used;
-	*ret_len = n;
-	a->used += n;
+	*ret_raw = start;
+	*ret_len = (size_t)(p - start);
+	*ret_escaped = escaped;
+	s->p = p + 1;
 	return KL_OK;
 }
 
-static enum kl_err records_pass(json_object *resp, struct kinesis_records *r, struct arena *a)
+/*
+ * Unescapes raw[0, len) (lexed by lex_string()) into dst, which has room
+ * for len bytes: the output is never longer. Returns the output length, or
+ * SIZE_MAX for a lone surrogate (*ret_bad points at it).
+ */
+static size_t unescape(const char *raw, size_t len, char *dst, const char **ret_bad)
 {
-	json_object *recs = NULL, *children = NULL, *v;
-	const char *s;
-	size_t len, n_recs = 0, n_children = 0;
+	const char *p = raw, *end = raw + len;
+	char *o = dst;
 
-	if (json_object_object_get_ex(resp, "Records", &recs) && recs) {
-		if (!json_object_is_type(recs, json_type_array))
-			return KL_EPARSE;
-		n_recs = json_object_array_length(recs);
-	}
-	for (size_t i = 0; i < n_recs; i++) {
-		json_object *o = json_object_array_get_idx(recs, i);
-		struct kinesis_record rec = { 0 };
-		const char *seq, *pk, *data;
-		size_t seq_len, pk_len, data_len;
+	while (p < end) {
+		const char *bs = memchr(p, '\\', (size_t)(end - p));
+		size_t n = bs ? (size_t)(bs - p) : (size_t)(end - p);
+		uint32_t cp;
 
-		if (!json_object_is_type(o, json_type_object))
-			return KL_EPARSE;
-		seq = get_str(o, "SequenceNumber", &seq_len);
-		pk = get_str(o, "PartitionKey", &pk_len);
-		data = get_str(o, "Data", &data_len);
-		if (!seq || !pk || !data || seq_len == 0)
-			return KL_EPARSE;
-		rec.sequence_number = arena_str(a, seq, seq_len);
-		rec.partition_key = arena_str(a, pk, pk_len);
-		if (arena_b64(a, data, data_len, &rec.data, &rec.data_len) != KL_OK)
-			return KL_EPARSE;
-		if (json_object_object_get_ex(o, "ApproximateArrivalTimestamp", &v) && v &&
-		    epoch_ms(v, &rec.arrival_ms) != KL_OK)
-			return KL_EPARSE;
-		rec.encryption = parse_encryption(get_str(o, "EncryptionType", NULL));
-		if (a->base) {
-			r->records[i] = rec;
-			r->data_bytes += rec.data_len;
+		memcpy(o, p, n);
+		o += n;
+		if (!bs)
+			break;
+		p = bs;
+		switch (p[1]) {
+		case 'b': *o++ = '\b'; p += 2; continue;
+		case 'f': *o++ = '\f'; p += 2; continue;
+		case 'n': *o++ = '\n'; p += 2; continue;
+		case 'r': *o++ = '\r'; p += 2; continue;
+		case 't': *o++ = '\t'; p += 2; continue;
+		case 'u': break;
+		default: *o++ = p[1]; p += 2; continue;   /* " \ / */
+		}
+		cp = hex4(p + 2);
+		if (cp >= 0xdc00 && cp <= 0xdfff) {
+			*ret_bad = p;
+			return SIZE_MAX;
+		}
+		if (cp >= 0xd800 && cp <= 0xdbff) {
+			uint32_t lo = 0;
+			if (end - p < 12 || p[6] != '\\' || p[7] != 'u' ||
+			    (lo = hex4(p + 8)) < 0xdc00 || lo > 0xdfff) {
+				*ret_bad = p;
+				return SIZE_MAX;
+			}
+			cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+			p += 6;
+		}
+		p += 6;
+		if (cp < 0x80) {
+			*o++ = (char)cp;
+		} else if (cp < 0x800) {
+			*o++ = (char)(0xc0 | cp >> 6);
+			*o++ = (char)(0x80 | (cp & 0x3f));
+		} else if (cp < 0x10000) {
+			*o++ = (char)(0xe0 | cp >> 12);
+			*o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+			*o++ = (char)(0x80 | (cp & 0x3f));
+		} else {
+			*o++ = (char)(0xf0 | cp >> 18);
+			*o++ = (char)(0x80 | ((cp >> 12) & 0x3f));
+			*o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+			*o++ = (char)(0x80 | (cp & 0x3f));
 		}
 	}
-
-	s = get_str(resp, "NextShardIterator", &len);
-	if (s && len > 0) {
-		const char *it = arena_str(a, s, len);
-		if (a->base)
-			r->next_iterator = it;
-	}
-
-	if (json_object_object_get_ex(resp, "ChildShards", &children) && children) {
-		if (!json_object_is_type(children, json_type_array))
-			return KL_EPARSE;
-		n_children = json_object_array_length(children);
-	}
-	for (size_t i = 0; i < n_children; i++) {
-		json_object *o = json_object_array_get_idx(children, i);
-		json_object *parents = get_obj(o, "ParentShards", json_type_array);
-		json_object *hash = get_obj(o, "HashKeyRange", json_type_object);
-		struct kinesis_child_shard ch = { 0 };
-		const char *id, *hs, *he;
-		size_t id_len, hs_len = 0, he_len = 0, np;
-
-		id = get_str(o, "ShardId", &id_len);
-		if (!id || !id_len)
-			return KL_EPARSE;
-		ch.shard_id = arena_str(a, id, id_len);
-		np = parents ? json_object_array_length(parents) : 0;
-		if (np > KL_ARRAY_LEN(ch.parent_shard_ids))
-			return KL_EPARSE;
-		for (size_t j = 0; j < np; j++) {
-			json_object *p = json_object_array_get_idx(parents, j);
-			if (!json_object_is_type(p, json_type_string))
-				return KL_EPARSE;
-			ch.parent_shard_ids[j] = arena_str(a, json_object_get_string(p),
-							   (size_t)json_object_get_string_len(p));
-		}
-		ch.n_parents = np;
-		hs = get_str(hash, "StartingHashKey", &hs_len);
-		he = get_str(hash, "EndingHashKey", &he_len);
-		ch.starting_hash_key = arena_str(a, hs ? hs : "", hs ? hs_len : 0);
-		ch.ending_hash_key = arena_str(a, he ? he : "", he ? he_len : 0);
-		if (a->base)
-			r->children[i] = ch;
-	}
-
-	if (!a->base) {
-		r->n_records = n_recs;
-		r->n_children = n_children;
-	}
-	r->millis_behind_latest = get_i64(resp, "MillisBehindLatest", -1);
-	return KL_OK;
+	return (size_t)(o - dst);
 }
 
-enum kl_err kinesis_parse_get_records(json_object *resp, struct kinesis_records **ret)
+/* Lexes the string at s->p into the arena, NUL-terminated. */
+static enum kl_err store_string(struct scan *s, size_t *ret_off, size_t *ret_len)
 {
-	struct kinesis_records sizing = { 0 }, *r;
-	struct arena a = { NULL, 0 };
-	size_t head, recs_off, children_off;
-	char *block;
-	enum kl_err err;
+	const char *raw, *bad = NULL;
+	size_t len, n;
+	int escaped;
+	char *dst;
+	enum kl_err err = lex_string(s, &raw, &len, &escaped);
 
-	if (!json_object_is_type(resp, json_type_object))
-		return KL_EPARSE;
-	err = records_pass(resp, &sizing, &a);
 	if (err)
 		return err;
-	/* Layout: header | records[] | children[] | arena, each array start
-	 * aligned for its type. */
-	recs_off = ALIGN_UP(sizeof(*r), _Alignof(struct kinesis_record));
-	children_off = ALIGN_UP(recs_off + sizing.n_records * sizeof(struct kinesis_record),
-				_Alignof(struct kinesis_child_shard));
-	head = children_off + sizing.n_children * sizeof(struct kinesis_child_shard);
-	block = malloc(head + a.used + 1);
+	dst = arena_reserve(s, len + 1);
+	if (!dst)
+		return KL_ENOMEM;
+	if (escaped) {
+		n = unescape(raw, len, dst, &bad);
+		if (n == SIZE_MAX)
+			return scan_fail(s, bad, "lone surrogate in string");
+	} else {
+		memcpy(dst, raw, len);
+		n = len;
+	}
+	dst[n] = '\0';
+	*ret_off = s->arena_used;
+	*ret_len = n;
+	s->arena_used += n + 1;
+	return KL_OK;
+}
+
+/* An empty string in the arena (for optional fields that were absent). */
+static enum kl_err store_empty(struct scan *s, size_t *ret_off)
+{
+	char *dst = arena_reserve(s, 1);
+
+	if (!dst)
+		return KL_ENOMEM;
+	*dst = '\0';
+	*ret_off = s->arena_used++;
+	return KL_OK;
+}
+
+/*
+ * Lexes a short string at s->p (a key, an enum value) and gives its
+ * unescaped text in *ret_str and *ret_len: a pointer into the body, or into
+ * buf when it had escapes; NULL when it does not fit buf or cannot be
+ * unescaped (so it equals nothing we look for).
+ */
+static enum kl_err lex_short(struct scan *s, char *buf, size_t size, const char **ret_str,
+			     size_t *ret_len)
+{
+	const char *raw, *bad;
+	size_t len;
+	int escaped;
+	enum kl_err err = lex_string(s, &raw, &len, &escaped);
+
+	if (err)
+		return err;
+	if (escaped) {
+		len = len <= size ? unescape(raw, len, buf, &bad) : SIZE_MAX;
+		raw = len == SIZE_MAX ? NULL : buf;
+	}
+	*ret_str = raw;
+	*ret_len = len;
+	return KL_OK;
+}
+
+/*
+ * Reads an object key, the ':' after it and the whitespace before the
+ * value. *ret_id: the key's index in keys[] (ended by a NULL name), or -1.
+ */
+static enum kl_err scan_key(struct scan *s, const struct scan_key *keys, int *ret_id)
+{
+	char buf[256];  /* a known key fully \u-escaped fits */
+	const char *key;
+	size_t len;
+	enum kl_err err;
+
+	skip_ws(s);
+	if (!next_is(s, '"'))
+		return scan_fail(s, s->p, "expected a key");
+	err = lex_short(s, buf, sizeof(buf), &key, &len);
+	if (err)
+		return err;
+	*ret_id = -1;
+	for (int i = 0; key && keys[i].name; i++) {
+		if (keys[i].len == len && memcmp(keys[i].name, key, len) == 0) {
+			*ret_id = i;
+			break;
+		}
+	}
+	if (!eat(s, ':'))
+		return scan_fail(s, s->p, "expected ':'");
+	skip_ws(s);
+	return KL_OK;
+}
+
+/* Marks key id as seen in *seen; a known key seen twice is an error. */
+static enum kl_err key_once(struct scan *s, unsigned *seen, int id, const char *at)
+{
+	if (id < 0)
+		return KL_OK;
+	if (*seen & (1u << id))
+		return scan_fail(s, at, "duplicate key");
+	*seen |= 1u << id;
+	return KL_OK;
+}
+
+/* Lexes a JSON number at s->p; *ret_raw and *ret_len: its text. */
+static enum kl_err lex_number(struct scan *s, const char **ret_raw, size_t *ret_len)
+{
+	const char *start = s->p, *p = s->p, *end = s->end;
+
+	if (p < end && *p == '-')
+		p++;
+	if (p >= end || !is_digit(*p))
+		return scan_fail(s, start, "bad number");
+	if (*p == '0')
+		p++;
+	else
+		while (p < end && is_digit(*p))
+			p++;
+	if (p < end && *p == '.') {
+		p++;
+		if (p >= end || !is_digit(*p))
+			return scan_fail(s, start, "bad number");
+		while (p < end && is_digit(*p))
+			p++;
+	}
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		p++;
+		if (p < end && (*p == '+' || *p == '-'))
+			p++;
+		if (p >= end || !is_digit(*p))
+			return scan_fail(s, start, "bad number");
+		while (p < end && is_digit(*p))
+			p++;
+	}
+	*ret_raw = start;
+	*ret_len = (size_t)(p - start);
+	s->p = p;
+	return KL_OK;
+}
+
+/*
+ * The JSON number t[0, len) (as lex_number() accepted it) times 10^scale,
+ * truncated toward zero, computed from the digits, so 1.795291116903E9
+ * seconds is 1795291116903 ms and not what a double makes of it.
+ * KL_EPARSE when the result does not fit an int64_t.
+ */
+static enum kl_err number_scaled(const char *t, size_t len, int scale, int64_t *ret)
+{
+	const char *p = t, *end = t + len, *seg[2][2] = { { NULL, NULL }, { NULL, NULL } };
+	uint64_t v = 0, limit = INT64_MAX;
+	int64_t exp = 0, keep;
+	int neg = 0;
+
+	if (*p == '-') {
+		neg = 1;
+		limit = (uint64_t)INT64_MAX + 1;
+		p++;
+	}
+	seg[0][0] = p;
+	while (p < end && is_digit(*p))
+		p++;
+	seg[0][1] = p;
+	if (p < end && *p == '.') {
+		seg[1][0] = ++p;
+		while (p < end && is_digit(*p))
+			p++;
+		seg[1][1] = p;
+	}
+	if (p < end) {                          /* the exponent */
+		int exp_neg = 0;
+		p++;
+		if (*p == '+' || *p == '-')
+			exp_neg = *p++ == '-';
+		for (; p < end; p++)
+			if (exp < 1000000000)   /* beyond that, only 0 fits */
+				exp = exp * 10 + (*p - '0');
+		if (exp_neg)
+			exp = -exp;
+	}
+	/* Moving the point: the first keep digits make the integer part. */
+	keep = (int64_t)(seg[0][1] - seg[0][0]) + exp + scale;
+	for (int i = 0; i < 2; i++) {
+		for (const char *q = seg[i][0]; q < seg[i][1] && keep > 0; q++, keep--) {
+			unsigned d = (unsigned)(*q - '0');
+			if (v > (limit - d) / 10)
+				return KL_EPARSE;
+			v = v * 10 + d;
+		}
+	}
+	for (; keep > 0 && v != 0; keep--) {
+		if (v > limit / 10)
+			return KL_EPARSE;
+		v *= 10;
+	}
+	*ret = neg ? (v ? -(int64_t)(v - 1) - 1 : 0) : (int64_t)v;
+	return KL_OK;
+}
+
+/* A number (into *ret, scaled by 10^scale) or null (*ret unchanged). */
+static enum kl_err scan_number_or_null(struct scan *s, int scale, int64_t *ret, const char *what)
+{
+	const char *at = s->p, *raw;
+	size_t len;
+	enum kl_err err;
+
+	if (eat_literal(s, "null", 4))
+		return KL_OK;
+	if (!next_is(s, '-') && !(s->p < s->end && is_digit(*s->p)))
+		return scan_fail(s, at, what);
+	err = lex_number(s, &raw, &len);
+	if (err)
+		return err;
+	if (number_scaled(raw, len, scale, ret) != KL_OK)
+		return scan_fail(s, at, "number out of range");
+	return KL_OK;
+}
+
+/* Checks and skips any JSON value at s->p. */
+static enum kl_err skip_value(struct scan *s, int depth)
+{
+	const char *raw;
+	size_t len;
+	int escaped;
+
+	skip_ws(s);
+	if (s->p >= s->end)
+		return scan_fail(s, s->p, "expected a value");
+	switch (*s->p) {
+	case '"':
+		return lex_string(s, &raw, &len, &escaped);
+	case '-': case '0': case '1': case '2': case '3': case '4':
+	case '5': case '6': case '7': case '8': case '9':
+		return lex_number(s, &raw, &len);
+	case 't':
+		if (eat_literal(s, "true", 4))
+			return KL_OK;
+		break;
+	case 'f':
+		if (eat_literal(s, "false", 5))
+			return KL_OK;
+		break;
+	case 'n':
+		if (eat_literal(s, "null", 4))
+			return KL_OK;
+		break;
+	case '{':
+	case '[': {
+		int is_object = *s->p == '{';
+		char close = is_object ? '}' : ']';
+		enum kl_err err;
+
+		if (depth >= SCAN_MAX_DEPTH)
+			return scan_fail(s, s->p, "nested too deeply");
+		s->p++;
+		if (eat(s, close))
+			return KL_OK;
+		do {
+			if (is_object) {
+				skip_ws(s);
+				if (!next_is(s, '"'))
+					return scan_fail(s, s->p, "expected a key");
+				err = lex_string(s, &raw, &len, &escaped);
+				if (err)
+					return err;
+				if (!eat(s, ':'))
+					return scan_fail(s, s->p, "expected ':'");
+			}
+			err = skip_value(s, depth + 1);
+			if (err)
+				return err;
+		} while (eat(s, ','));
+		if (!eat(s, close))
+			return scan_fail(s, s->p, is_object ? "expected ',' or '}'" : "expected ',' or ']'");
+		return KL_OK;
+	}
+	default:
+		break;
+	}
+	return scan_fail(s, s->p, "expected a value");
+}
+
+/* Decodes base64 b64[0, len) into the arena as rec's data. */
+static enum kl_err b64_to_arena(struct scan *s, const char *b64, size_t len,
+				struct scan_record *rec)
+{
+	size_t pad = 0, n = 0;
+	uint8_t *dst;
+
+	/* Padding is optional, but when present it completes the last quad. */
+	while (pad < 3 && pad < len && b64[len - 1 - pad] == '=')
+		pad++;
+	if (pad > 2 || (pad && len % 4))
+		return KL_EPARSE;
+	rec->data = s->arena_used;
+	rec->data_len = 0;
+	if (len == 0)
+		return KL_OK;
+	dst = (uint8_t *)arena_reserve(s, (len / 4 + 1) * 3);
+	if (!dst)
+		return KL_ENOMEM;
+	if (kl_b64_decode(b64, len, dst, &n) != KL_OK)
+		return KL_EPARSE;
+	rec->data_len = n;
+	s->arena_used += n;
+	return KL_OK;
+}
+
+/*
+ * Data: the common case is one memchr for the closing quote and one decode
+ * from the body into the arena. A string with escapes (some encoders write
+ * '/' as "\/") is lexed and unescaped into scratch first.
+ */
+static enum kl_err scan_data(struct scan *s, struct scan_record *rec)
+{
+	const char *at = s->p, *raw, *quote, *bad;
+	size_t len;
+	int escaped;
+	enum kl_err err;
+
+	if (!next_is(s, '"'))
+		return scan_fail(s, at, "Data is not a string");
+	raw = s->p + 1;
+	quote = memchr(raw, '"', (size_t)(s->end - raw));
+	if (quote) {
+		/* Base64 has no backslash, so this quote really ends the string. */
+		err = b64_to_arena(s, raw, (size_t)(quote - raw), rec);
+		if (err == KL_OK)
+			s->p = quote + 1;
+		if (err != KL_EPARSE)
+			return err;
+	}
+	err = lex_string(s, &raw, &len, &escaped);
+	if (err)
+		return err;
+	if (!escaped)
+		return scan_fail(s, at, "Data is not base64");
+	if (len > s->scratch_cap) {
+		char *p = realloc(s->scratch, len);
+		if (!p)
+			return KL_ENOMEM;
+		s->scratch = p;
+		s->scratch_cap = len;
+	}
+	len = unescape(raw, len, s->scratch, &bad);
+	if (len == SIZE_MAX)
+		return scan_fail(s, at, "Data is not base64");
+	err = b64_to_arena(s, s->scratch, len, rec);
+	return err == KL_EPARSE ? scan_fail(s, at, "Data is not base64") : err;
+}
+
+enum { REC_SEQ, REC_TIMESTAMP, REC_DATA, REC_PK, REC_ENCRYPTION };
+static const struct scan_key record_keys[] = {
+	SCAN_KEY("SequenceNumber"), SCAN_KEY("ApproximateArrivalTimestamp"), SCAN_KEY("Data"),
+	SCAN_KEY("PartitionKey"), SCAN_KEY("EncryptionType"), { NULL, 0 },
+};
+
+static enum kl_err scan_record(struct scan *s)
+{
+	struct scan_record rec = { 0, 0, 0, 0, 0, KINESIS_ENCRYPTION_NONE };
+	const char *at;
+	unsigned seen = 0;
+	enum kl_err err = KL_OK;
+
+	skip_ws(s);
+	at = s->p;
+	if (!eat(s, '{'))
+		return scan_fail(s, at, "record is not an object");
+	if (!eat(s, '}')) {
+		do {
+			const char *key_at, *str;
+			char buf[32];   /* "KMS" fully \u-escaped fits */
+			size_t len;
+			int id;
+
+			skip_ws(s);
+			key_at = s->p;
+			err = scan_key(s, record_keys, &id);
+			if (!err)
+				err = key_once(s, &seen, id, key_at);
+			if (err)
+				return err;
+			switch (id) {
+			case REC_SEQ:
+				if (!next_is(s, '"'))
+					return scan_fail(s, s->p, "SequenceNumber is not a string");
+				err = store_string(s, &rec.seq, &len);
+				if (!err && len == 0)
+					err = scan_fail(s, key_at, "empty SequenceNumber");
+				break;
+			case REC_TIMESTAMP:
+				err = scan_number_or_null(s, 3, &rec.arrival_ms,
+							  "ApproximateArrivalTimestamp is not a number");
+				break;
+			case REC_DATA:
+				err = scan_data(s, &rec);
+				break;
+			case REC_PK:
+				if (!next_is(s, '"'))
+					return scan_fail(s, s->p, "PartitionKey is not a string");
+				err = store_string(s, &rec.pk, &len);
+				break;
+			case REC_ENCRYPTION:
+				if (eat_literal(s, "null", 4))
+					break;
+				if (!next_is(s, '"'))
+					return scan_fail(s, s->p, "EncryptionType is not a string");
+				err = lex_short(s, buf, sizeof(buf), &str, &len);
+				if (!err && str && len == 3 && memcmp(str, "KMS", 3) == 0)
+					rec.encryption = KINESIS_ENCRYPTION_KMS;
+				break;
+			default:
+				err = skip_value(s, 1);
+				break;
+			}
+			if (err)
+				return err;
+		} while (eat(s, ','));
+		if (!eat(s, '}'))
+			return scan_fail(s, s->p, "expected ',' or '}' in record");
+	}
+	if (!(seen & 1u << REC_SEQ))
+		return scan_fail(s, at, "record without SequenceNumber");
+	if (!(seen & 1u << REC_PK))
+		return scan_fail(s, at, "record without PartitionKey");
+	if (!(seen & 1u << REC_DATA))
+		return scan_fail(s, at, "record without Data");
+	if (s->n_recs == s->cap_recs) {
+		void *a = grow(s->recs, &s->cap_recs, sizeof(*s->recs));
+		if (!a)
+			return KL_ENOMEM;
+		s->recs = a;
+	}
+	s->recs[s->n_recs++] = rec;
+	return KL_OK;
+}
+
+static enum kl_err scan_records(struct scan *s)
+{
+	enum kl_err err;
+
+	if (eat_literal(s, "null", 4))
+		return KL_OK;
+	if (!eat(s, '['))
+		return scan_fail(s, s->p, "Records is not an array");
+	if (eat(s, ']'))
+		return KL_OK;
+	do {
+		err = scan_record(s);
+		if (err)
+			return err;
+	} while (eat(s, ','));
+	if (!eat(s, ']'))
+		return scan_fail(s, s->p, "expected ',' or ']' in Records");
+	return KL_OK;
+}
+
+enum { HASH_START, HASH_END };
+static const struct scan_key hash_keys[] = {
+	SCAN_KEY("StartingHashKey"), SCAN_KEY("EndingHashKey"), { NULL, 0 },
+};
+
+/* A child's HashKeyRange: an object (or null) with two optional strings. */
+static enum kl_err scan_hash_range(struct scan *s, struct scan_child *ch)
+{
+	unsigned seen = 0;
+	enum kl_err err;
+
+	if (eat_literal(s, "null", 4))
+		return KL_OK;
+	if (!eat(s, '{'))
+		return scan_fail(s, s->p, "HashKeyRange is not an object");
+	if (eat(s, '}'))
+		return KL_OK;
+	do {
+		const char *key_at;
+		size_t len, *off;
+		int id;
+
+		skip_ws(s);
+		key_at = s->p;
+		err = scan_key(s, hash_keys, &id);
+		if (!err)
+			err = key_once(s, &seen, id, key_at);
+		if (err)
+			return err;
+		if (id < 0) {
+			err = skip_value(s, 1);
+		} else if (!eat_literal(s, "null", 4)) {
+			if (!next_is(s, '"'))
+				return scan_fail(s, s->p, "hash key is not a string");
+			off = id == HASH_START ? &ch->starting_hash_key : &ch->ending_hash_key;
+			err = store_string(s, off, &len);
+		}
+		if (err)
+			return err;
+	} while (eat(s, ','));
+	if (!eat(s, '}'))
+		return scan_fail(s, s->p, "expected ',' or '}' in HashKeyRange");
+	return KL_OK;
+}
+
+static enum kl_err scan_parents(struct scan *s, struct scan_child *ch)
+{
+	enum kl_err err;
+	size_t len;
+
+	if (eat_literal(s, "null", 4))
+		return KL_OK;
+	if (!eat(s, '['))
+		return scan_fail(s, s->p, "ParentShards is not an array");
+	if (eat(s, ']'))
+		return KL_OK;
+	do {
+		skip_ws(s);
+		if (ch->n_parents == KL_ARRAY_LEN(ch->parents))
+			return scan_fail(s, s->p, "more than two ParentShards");
+		if (!next_is(s, '"'))
+			return scan_fail(s, s->p, "parent shard is not a string");
+		err = store_string(s, &ch->parents[ch->n_parents], &len);
+		if (err)
+			return err;
+		ch->n_parents++;
+	} while (eat(s, ','));
+	if (!eat(s, ']'))
+		return scan_fail(s, s->p, "expected ',' or ']' in ParentShards");
+	return KL_OK;
+}
+
+enum { CHILD_SHARD_ID, CHILD_PARENTS, CHILD_HASH_RANGE };
+static const struct scan_key child_keys[] = {
+	SCAN_KEY("ShardId"), SCAN_KEY("ParentShards"), SCAN_KEY("HashKeyRange"), { NULL, 0 },
+};
+
+static enum kl_err scan_child(struct scan *s)
+{
+	struct scan_child ch = { SCAN_NONE, { 0, 0 }, 0, SCAN_NONE, SCAN_NONE };
+	const char *at;
+	unsigned seen = 0;
+	enum kl_err err = KL_OK;
+
+	skip_ws(s);
+	at = s->p;
+	if (!eat(s, '{'))
+		return scan_fail(s, at, "child shard is not an object");
+	if (!eat(s, '}')) {
+		do {
+			const char *key_at;
+			size_t len;
+			int id;
+
+			skip_ws(s);
+			key_at = s->p;
+			err = scan_key(s, child_keys, &id);
+			if (!err)
+				err = key_once(s, &seen, id, key_at);
+			if (err)
+				return err;
+			switch (id) {
+			case CHILD_SHARD_ID:
+				if (!next_is(s, '"'))
+					return scan_fail(s, s->p, "ShardId is not a string");
+				err = store_string(s, &ch.shard_id, &len);
+				if (!err && len == 0)
+					err = scan_fail(s, key_at, "empty ShardId");
+				break;
+			case CHILD_PARENTS:
+				err = scan_parents(s, &ch);
+				break;
+			case CHILD_HASH_RANGE:
+				err = scan_hash_range(s, &ch);
+				break;
+			default:
+				err = skip_value(s, 1);
+				break;
+			}
+			if (err)
+				return err;
+		} while (eat(s, ','));
+		if (!eat(s, '}'))
+			return scan_fail(s, s->p, "expected ',' or '}' in child shard");
+	}
+	if (ch.shard_id == SCAN_NONE)
+		return scan_fail(s, at, "child shard without ShardId");
+	if (ch.starting_hash_key == SCAN_NONE && (err = store_empty(s, &ch.starting_hash_key)))
+		return err;
+	if (ch.ending_hash_key == SCAN_NONE && (err = store_empty(s, &ch.ending_hash_key)))
+		return err;
+	if (s->n_children == s->cap_children) {
+		void *a = grow(s->children, &s->cap_children, sizeof(*s->children));
+		if (!a)
+			return KL_ENOMEM;
+		s->children = a;
+	}
+	s->children[s->n_children++] = ch;
+	return KL_OK;
+}
+
+static enum kl_err scan_children(struct scan *s)
+{
+	enum kl_err err;
+
+	if (eat_literal(s, "null", 4))
+		return KL_OK;
+	if (!eat(s, '['))
+		return scan_fail(s, s->p, "ChildShards is not an array");
+	if (eat(s, ']'))
+		return KL_OK;
+	do {
+		err = scan_child(s);
+		if (err)
+			return err;
+	} while (eat(s, ','));
+	if (!eat(s, ']'))
+		return scan_fail(s, s->p, "expected ',' or ']' in ChildShards");
+	return KL_OK;
+}
+
+enum { TOP_RECORDS, TOP_NEXT_ITERATOR, TOP_MILLIS_BEHIND, TOP_CHILD_SHARDS };
+static const struct scan_key top_keys[] = {
+	SCAN_KEY("Records"), SCAN_KEY("NextShardIterator"), SCAN_KEY("MillisBehindLatest"),
+	SCAN_KEY("ChildShards"), { NULL, 0 },
+};
+
+static enum kl_err scan_response(struct scan *s)
+{
+	unsigned seen = 0;
+	enum kl_err err = KL_OK;
+
+	skip_ws(s);
+	if (!eat(s, '{'))
+		return scan_fail(s, s->p, "response is not a JSON object");
+	if (!eat(s, '}')) {
+		do {
+			const char *key_at;
+			size_t off, len;
+			int id;
+
+			skip_ws(s);
+			key_at = s->p;
+			err = scan_key(s, top_keys, &id);
+			if (!err)
+				err = key_once(s, &seen, id, key_at);
+			if (err)
+				return err;
+			switch (id) {
+			case TOP_RECORDS:
+				err = scan_records(s);
+				break;
+			case TOP_NEXT_ITERATOR:
+				if (eat_literal(s, "null", 4))
+					break;
+				if (!next_is(s, '"'))
+					return scan_fail(s, s->p, "NextShardIterator is not a string");
+				err = store_string(s, &off, &len);
+				if (!err && len > 0)
+					s->next_iterator = off;
+				break;
+			case TOP_MILLIS_BEHIND:
+				err = scan_number_or_null(s, 0, &s->millis_behind_latest,
+							  "MillisBehindLatest is not a number");
+				break;
+			case TOP_CHILD_SHARDS:
+				err = scan_children(s);
+				break;
+			default:
+				err = skip_value(s, 1);
+				break;
+			}
+			if (err)
+				return err;
+		} while (eat(s, ','));
+		if (!eat(s, '}'))
+			return scan_fail(s, s->p, "expected ',' or '}'");
+	}
+	skip_ws(s);
+	if (s->p != s->end)
+		return scan_fail(s, s->p, "trailing bytes after the response");
+	return KL_OK;
+}
+
+/* Cuts the block to size and writes the header, records and children. */
+static enum kl_err scan_finish(struct scan *s, struct kinesis_records **ret)
+{
+	size_t recs_off = ALIGN_UP(SCAN_ARENA_OFF + s->arena_used, _Alignof(struct kinesis_record));
+	size_t children_off = ALIGN_UP(recs_off + s->n_recs * sizeof(struct kinesis_record),
+				       _Alignof(struct kinesis_child_shard));
+	size_t total = children_off + s->n_children * sizeof(struct kinesis_child_shard);
+	struct kinesis_records *r;
+	const char *arena;
+	char *block;
+
+	block = realloc(s->block, total);
 	if (!block)
 		return KL_ENOMEM;
+	s->block = NULL;
+	arena = block + SCAN_ARENA_OFF;
 	r = (struct kinesis_records *)block;
 	memset(r, 0, sizeof(*r));
-	r->n_records = sizing.n_records;
-	r->records = r->n_records ? (struct kinesis_record *)(block + recs_off) : NULL;
-	r->n_children = sizing.n_children;
-	r->children = r->n_children ? (struct kinesis_child_shard *)(block + children_off) : NULL;
-	a.base = block + head;
-	a.used = 0;
-	err = records_pass(resp, r, &a);
-	if (err) {
-		free(block);
-		return err;
+	r->n_records = s->n_recs;
+	r->records = s->n_recs ? (struct kinesis_record *)(block + recs_off) : NULL;
+	for (size_t i = 0; i < s->n_recs; i++) {
+		const struct scan_record *sr = &s->recs[i];
+		struct kinesis_record *rec = &r->records[i];
+
+		rec->sequence_number = arena + sr->seq;
+		rec->partition_key = arena + sr->pk;
+		rec->data = (const uint8_t *)arena + sr->data;
+		rec->data_len = sr->data_len;
+		rec->arrival_ms = sr->arrival_ms;
+		rec->encryption = sr->encryption;
+		r->data_bytes += sr->data_len;
+	}
+	r->next_iterator = s->next_iterator == SCAN_NONE ? NULL : arena + s->next_iterator;
+	r->millis_behind_latest = s->millis_behind_latest;
+	r->n_children = s->n_children;
+	r->children = s->n_children ? (struct kinesis_child_shard *)(block + children_off) : NULL;
+	for (size_t i = 0; i < s->n_children; i++) {
+		const struct scan_child *sc = &s->children[i];
+		struct kinesis_child_shard *ch = &r->children[i];
+
+		memset(ch, 0, sizeof(*ch));
+		ch->shard_id = arena + sc->shard_id;
+		for (size_t j = 0; j < sc->n_parents; j++)
+			ch->parent_shard_ids[j] = arena + sc->parents[j];
+		ch->n_parents = sc->n_parents;
+		ch->starting_hash_key = arena + sc->starting_hash_key;
+		ch->ending_hash_key = arena + sc->ending_hash_key;
 	}
 	*ret = r;
+	return KL_OK;
+}
+
+enum kl_err kinesis_parse_get_records(const char *body, size_t len, struct kinesis_records **ret,
+				      struct kl_errinfo *info)
+{
+	struct scan s;
+	enum kl_err err = KL_ENOMEM;
+
+	memset(&s, 0, sizeof(s));
+	if (!body) {
+		body = "";
+		len = 0;
+	}
+	s.body = s.p = body;
+	s.end = body + len;
+	s.next_iterator = SCAN_NONE;
+	s.millis_behind_latest = -1;
+	if (len < SIZE_MAX / 2) {
+		s.arena_cap = len + 64;
+		s.block = malloc(SCAN_ARENA_OFF + s.arena_cap);
+	}
+	if (s.block) {
+		err = scan_response(&s);
+		if (!err)
+			err = scan_finish(&s, ret);
+	}
+	free(s.block);
+	free(s.recs);
+	free(s.children);
+	free(s.scratch);
+	if (err == KL_ENOMEM)
+		return kl_errinfo_set(info, err, "kinesis: GetRecords: out of memory");
+	if (err)
+		return kl_errinfo_set(info, err, "kinesis: GetRecords: %s at byte %zu of %zu",
+				      s.err_what ? s.err_what : "malformed response",
+				      s.err_at ? (size_t)(s.err_at - body) : (size_t)(s.p - body), len);
 	return KL_OK;
 }
 
@@ -923,18 +1810,22 @@ enum kl_err kinesis_get_records(struct aws_client *c, const char *iterator, int 
 				struct kinesis_records **ret, struct kl_errinfo *info)
 {
 	static const char op[] = "GetRecords";
-	json_object *req = NULL, *resp = NULL;
+	struct http_response resp;
+	json_object *req = NULL;
 	enum kl_err err;
 
 	err = kinesis_req_get_records(iterator, limit, &req);
 	if (err)
 		return build_failed(err, op, info);
-	err = call(c, op, req, &resp, info);
+	http_response_init(&resp);
+	err = aws_json_call_raw(c, KINESIS_TARGET_PREFIX, KINESIS_JSON_VERSION, op, req, &resp, info);
+	json_object_put(req);
 	if (err)
-		return err;
-	err = kinesis_parse_get_records(resp, ret);
-	json_object_put(resp);
-	return err ? parse_failed(err, op, info) : KL_OK;
+		log_debug("kinesis: %s failed: %s %s", op, kl_strerror(err), info ? info->aws_code : "");
+	else
+		err = kinesis_parse_get_records(resp.body.data, resp.body.len, ret, info);
+	http_response_done(&resp);
+	return err;
 }
 
 /* ------------------------------------------------------------ PutRecords */

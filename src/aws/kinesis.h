@@ -18,6 +18,8 @@
  * a new json_object in *ret_req that the caller json_object_put()s (KL_EINVAL
  * for bad arguments, KL_ENOMEM); a parser only borrows resp, and nothing it
  * returns points into resp. All strings passed in are borrowed.
+ * GetRecords, the hot path, is the exception: aws_json_call_raw() hands
+ * back the body bytes and kinesis_parse_get_records() scans them directly.
  *
  * Conventions: results go to ret_* only on KL_OK; errors are enum kl_err
  * with detail in info (NULL allowed); AWS errors come back as
@@ -271,15 +273,22 @@ void kinesis_records_free(struct kinesis_records *r);
 enum kl_err kinesis_req_get_records(const char *iterator, int limit, json_object **ret_req);
 
 /*
- * Parses a GetRecords response: decodes every Data field (base64) into the
- * result's arena, converts timestamps (epoch seconds with fraction) to ms
- * exactly. KL_EPARSE for a missing required field or bad base64. On KL_OK
- * the caller owns *ret (kinesis_records_free()). resp stays the caller's.
- * (Today json-c's tokenizer, not this decode, bounds GetRecords throughput;
- * struct kinesis_records does not depend on json-c, so a dedicated scanner
- * of the raw body can replace it without changing callers.)
+ * Parses the raw body of a GetRecords response, body[0, len) (len is
+ * authoritative; the bytes need not be NUL-terminated), in one pass with a
+ * dedicated scanner: no json-c tree. Every Data field is base64-decoded
+ * straight into the result's arena; ApproximateArrivalTimestamp (epoch
+ * seconds, any JSON number form) becomes ms exactly, truncated toward zero.
+ * Strict JSON: keys in any order (escaped or not), unknown keys of any
+ * value skipped, a known key twice in one object, a field of the wrong
+ * type, a missing SequenceNumber/PartitionKey/Data or bad base64 are
+ * KL_EPARSE, with info->message naming the problem and its byte offset.
+ * NextShardIterator null, "" or absent all give next_iterator NULL (shard
+ * end). KL_ENOMEM when memory runs out. On KL_OK the caller owns *ret
+ * (kinesis_records_free()); nothing in it points into body, which stays
+ * the caller's. info may be NULL. Thread-safe (no shared state).
  */
-enum kl_err kinesis_parse_get_records(json_object *resp, struct kinesis_records **ret);
+enum kl_err kinesis_parse_get_records(const char *body, size_t len, struct kinesis_records **ret,
+				      struct kl_errinfo *info);
 
 /*
  * GetRecords with the given iterator and limit (see kinesis_req_get_records).
