@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cfg.h"
+#include "demo.h"
 #include "plugin_cmd.h"
 
 static int version_main(int argc, char **argv)
@@ -29,6 +30,7 @@ static const struct subcommand {
 } subcommands[] = {
 	{ "check-config", cfg_check_main, "check-config [-c FILE] [--dump]  validate the configuration" },
 	{ "plugin", plugin_cmd_main, "plugin list | plugin test NAME|PATH [--config FILE] [--binary]" },
+	{ "demo", demo_main, "demo produce --stream NAME ...   write demo clickstream to a stream" },
 	{ "version", version_main, "version                          print the version" },
 	{ "help", help_main, "help                             this list" },
 };
