@@ -15,6 +15,8 @@ set -eu
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
+# Tests talk to 127.0.0.1 only: never to the EC2 metadata address.
+export AWS_EC2_METADATA_DISABLED=true
 start=$(date +%s)
 jobs=$(nproc 2>/dev/null || echo 2)
 

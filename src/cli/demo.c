@@ -1247,6 +1247,11 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: kinlake demo produce --stream NAME [-c CONFIG] [--endpoint URL] [--region R]\n"
+		"          ... (options below)\n"
+		"       kinlake demo split --stream NAME [--shard ID] [-c CONFIG] [--endpoint URL]\n"
+		"          splits an open shard in the middle of its hash range\n"
+		"\n"
+		"produce options:\n"
 		"          [--rate N[/s]] [--count N | --duration S] [--kpl] [--kpl-per-record K]\n"
 		"          [--malformed-pct P] [--bot-pct P] [--seed N] [--ids-from N]\n"
 		"          [--sessions N] [--create-shards N] [--manifest FILE] [--quiet]\n"
@@ -1708,6 +1713,60 @@ static void print_summary(const struct runner *rn, int64_t elapsed_ms)
 		(double)ps->acked / s, (double)ps->acked_bytes / s / 1048576.0);
 }
 
+/*
+ * Fills the Kinesis client and credential settings from -c CONFIG, or from
+ * the environment's region when there is no config; --endpoint and
+ * --region override. *stream defaults to the config's stream. On success
+ * *ret_cfg is the loaded config (or NULL; the settings point into it, so
+ * free it after the client). Returns 0, EXIT_CONFIG or EXIT_USAGE.
+ */
+static int load_client_config(const char *config, const char *endpoint, const char *region,
+			      const char **stream, struct kl_config **ret_cfg,
+			      struct aws_client_config *ac, struct creds_config *cc)
+{
+	struct kl_config *cfg = NULL;
+
+	if (config) {
+		struct cfg_errors errors;
+		enum kl_err err;
+
+		cfg_errors_init(&errors);
+		err = cfg_load(config, &cfg, &errors);
+		if (err != KL_OK) {
+			cfg_errors_print(&errors, stderr);
+			cfg_errors_done(&errors);
+			return EXIT_CONFIG;
+		}
+		cfg_errors_done(&errors);
+		cfg_aws_client_config(cfg, CFG_SERVICE_KINESIS, ac);
+		cfg_creds_config(cfg, cc);
+		if (!*stream && cfg->stream[0])
+			*stream = cfg->stream;
+	} else {
+		const char *env = getenv("AWS_REGION");
+
+		memset(ac, 0, sizeof(*ac));
+		memset(cc, 0, sizeof(*cc));
+		ac->service = "kinesis";
+		if (!env || !*env)
+			env = getenv("AWS_DEFAULT_REGION");
+		ac->region = env && *env ? env : "us-east-1";
+	}
+	if (endpoint)
+		ac->endpoint = endpoint;
+	if (region)
+		ac->region = region;
+	cc->region = ac->region;
+	if (!*stream || !kinesis_stream_name(*stream)) {
+		fprintf(stderr, "demo: --stream NAME is required\n");
+		usage();
+		cfg_free(cfg);
+		return EXIT_USAGE;
+	}
+	*ret_cfg = cfg;
+	return 0;
+}
+
 static int produce_main(int argc, char **argv)
 {
 	struct produce_opts o;
@@ -1719,7 +1778,6 @@ static int produce_main(int argc, char **argv)
 	struct demo_queue_opts qo;
 	struct runner rn;
 	struct sigaction sa, old_int, old_term;
-	const char *region;
 	int64_t start;
 	int rc;
 	enum kl_err err;
@@ -1729,41 +1787,9 @@ static int produce_main(int argc, char **argv)
 		return rc;
 	memset(&client, 0, sizeof(client));
 	memset(&rn, 0, sizeof(rn));
-	if (o.config) {
-		struct cfg_errors errors;
-
-		cfg_errors_init(&errors);
-		err = cfg_load(o.config, &cfg, &errors);
-		if (err != KL_OK) {
-			cfg_errors_print(&errors, stderr);
-			cfg_errors_done(&errors);
-			return EXIT_CONFIG;
-		}
-		cfg_errors_done(&errors);
-		cfg_aws_client_config(cfg, CFG_SERVICE_KINESIS, &ac);
-		cfg_creds_config(cfg, &cc);
-		if (!o.stream && cfg->stream[0])
-			o.stream = cfg->stream;
-	} else {
-		memset(&ac, 0, sizeof(ac));
-		memset(&cc, 0, sizeof(cc));
-		ac.service = "kinesis";
-		region = getenv("AWS_REGION");
-		if (!region || !*region)
-			region = getenv("AWS_DEFAULT_REGION");
-		ac.region = region && *region ? region : "us-east-1";
-	}
-	if (o.endpoint)
-		ac.endpoint = o.endpoint;
-	if (o.region)
-		ac.region = o.region;
-	cc.region = ac.region;
-	if (!o.stream || !kinesis_stream_name(o.stream)) {
-		fprintf(stderr, "demo: --stream NAME is required\n");
-		usage();
-		cfg_free(cfg);
-		return EXIT_USAGE;
-	}
+	rc = load_client_config(o.config, o.endpoint, o.region, &o.stream, &cfg, &ac, &cc);
+	if (rc)
+		return rc;
 	if (!o.have_seed) {
 		struct kl_rng r;
 
@@ -1854,6 +1880,100 @@ done:
 	return rc;
 }
 
+/*
+ * `kinlake demo split --stream NAME [--shard ID] [-c CONFIG] [--endpoint URL]
+ * [--region R]`: splits one open shard (the given one, or the first open
+ * one) in the middle of its hash range, waits until the stream is ACTIVE
+ * again, and prints the parent and the two children. The demo uses it to
+ * show resharding while the fleet runs.
+ */
+static int split_main(int argc, char **argv)
+{
+	const char *stream = NULL, *shard = NULL, *config = NULL, *endpoint = NULL, *region = NULL;
+	struct kl_config *cfg = NULL;
+	struct creds_chain *creds = NULL;
+	struct aws_client client;
+	struct aws_client_config ac;
+	struct creds_config cc;
+	struct kinesis_shard *shards = NULL, *target = NULL;
+	struct kl_errinfo info;
+	size_t n = 0;
+	int rc;
+	enum kl_err err;
+
+	for (int i = 2; i < argc; i++) {
+		const char **dst = strcmp(argv[i], "--stream") == 0 ? &stream
+				   : strcmp(argv[i], "--shard") == 0 ? &shard
+				   : strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0 ? &config
+				   : strcmp(argv[i], "--endpoint") == 0 ? &endpoint
+				   : strcmp(argv[i], "--region") == 0 ? &region : NULL;
+		if (!dst || i + 1 >= argc) {
+			fprintf(stderr, "usage: kinlake demo split --stream NAME [--shard ID] "
+					"[-c CONFIG] [--endpoint URL] [--region R]\n");
+			return EXIT_USAGE;
+		}
+		*dst = argv[++i];
+	}
+	memset(&client, 0, sizeof(client));
+	rc = load_client_config(config, endpoint, region, &stream, &cfg, &ac, &cc);
+	if (rc)
+		return rc;
+	rc = 1;
+	kl_errinfo_clear(&info);
+	if (http_global_init() != KL_OK) {
+		cfg_free(cfg);
+		return 1;
+	}
+	if ((err = creds_chain_new(&cc, &creds)) != KL_OK ||
+	    (err = aws_client_init(&client, &ac, creds)) != KL_OK ||
+	    (err = kinesis_list_shards(&client, stream, NULL, &shards, &n, &info)) != KL_OK)
+		goto fail;
+	for (size_t i = 0; i < n && !target; i++)
+		if (!kinesis_shard_is_closed(&shards[i]) &&
+		    (!shard || strcmp(shards[i].shard_id, shard) == 0))
+			target = &shards[i];
+	if (!target) {
+		fprintf(stderr, "demo: no open shard %s%sin stream '%s'\n", shard ? shard : "",
+			shard ? " " : "", stream);
+		goto done;
+	}
+	struct kinesis_hash_key lo, hi, mid;
+	char mid_dec[KINESIS_HASH_KEY_MAX + 1];
+	if ((err = kinesis_hash_key_parse(target->starting_hash_key, &lo)) != KL_OK ||
+	    (err = kinesis_hash_key_parse(target->ending_hash_key, &hi)) != KL_OK)
+		goto fail;
+	kinesis_hash_key_mid(&lo, &hi, &mid);
+	kinesis_hash_key_format(&mid, mid_dec);
+	if ((err = kinesis_split_shard(&client, stream, target->shard_id, mid_dec, &info)) != KL_OK ||
+	    (err = kinesis_wait_active(&client, stream, 60000, NULL, &info)) != KL_OK)
+		goto fail;
+	char parent[KINESIS_SHARD_ID_MAX + 1];
+	snprintf(parent, sizeof(parent), "%s", target->shard_id);
+	printf("split %s at hash key %s\n", parent, mid_dec);
+	free(shards);
+	shards = NULL;
+	target = NULL;
+	if ((err = kinesis_list_shards(&client, stream, NULL, &shards, &n, &info)) != KL_OK)
+		goto fail;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(shards[i].parent_shard_id, parent) == 0 &&
+		    shards[i].adjacent_parent_shard_id[0] == '\0')
+			printf("child %s\n", shards[i].shard_id);
+	rc = 0;
+	goto done;
+fail: {
+	char msg[512];
+	fprintf(stderr, "demo: split failed: %s\n", kl_errinfo_format(err, &info, msg, sizeof(msg)));
+}
+done:
+	free(shards);
+	aws_client_done(&client);
+	creds_chain_free(creds);
+	http_global_cleanup();
+	cfg_free(cfg);
+	return rc;
+}
+
 int demo_main(int argc, char **argv)
 {
 	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
@@ -1863,6 +1983,8 @@ int demo_main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "produce") == 0)
 		return produce_main(argc, argv);
+	if (strcmp(argv[1], "split") == 0)
+		return split_main(argc, argv);
 	fprintf(stderr, "demo: unknown subcommand '%s' (try 'kinlake demo help')\n", argv[1]);
 	return EXIT_USAGE;
 }

@@ -37,6 +37,16 @@ if [ ! -d "$here/node_modules/kinesalite" ]; then
 	exit 69
 fi
 
+# Nothing started under this harness may leave the machine: no instance
+# metadata lookups (169.254.169.254), no proxies for loopback, and
+# credentials that the emulators accept for anything that uses the
+# standard chain.
+export AWS_EC2_METADATA_DISABLED=true
+export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1
+unset AWS_SESSION_TOKEN AWS_PROFILE AWS_WEB_IDENTITY_TOKEN_FILE AWS_ROLE_ARN \
+	AWS_CONTAINER_CREDENTIALS_RELATIVE_URI AWS_CONTAINER_CREDENTIALS_FULL_URI
+export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/kinlake-emu.XXXXXX")
 pids=()
 
