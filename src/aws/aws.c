@@ -126,7 +126,8 @@ enum kl_err aws_classify(long http_status, const char *aws_code)
 		if (strcmp(aws_code, "ResourceInUseException") == 0)
 			return KL_ESTATE;
 	}
-	if (http_status == 429)
+	/* 429, and a bare 503 (S3 answers HEAD with SlowDown but no body). */
+	if (http_status == 429 || http_status == 503)
 		return KL_ETHROTTLED;
 	if (http_status >= 500)
 		return KL_ESERVER;

@@ -42,6 +42,7 @@ static void test_classify_table(void)
 		{ 500, "InternalError", KL_ESERVER },
 		{ 503, "ServiceUnavailable", KL_ESERVER },
 		{ 502, NULL, KL_ESERVER },
+		{ 503, NULL, KL_ETHROTTLED },
 		{ 400, "RequestTimeout", KL_ETIMEOUT },
 		{ 400, "ValidationException", KL_EAWS },
 		{ 400, "InvalidArgumentException", KL_EAWS },
