@@ -61,8 +61,12 @@
  *                ConditionExpression leaseCounter = :n
  *   update_meta  UpdateItem SET [childShardIds = :c (SS)]
  *                [, startingHashKey = :sh, endingHashKey = :eh]
- *                ConditionExpression attribute_exists(leaseKey)
- *                (no counter bump: KCL's updateLeaseWithMetaInfo)
+ *                ConditionExpression attribute_exists(leaseKey) AND
+ *                (attribute_not_exists(entityType) OR entityType = :lease)
+ *                (no counter bump: KCL's updateLeaseWithMetaInfo; the
+ *                entityType clause keeps other entities untouched, as
+ *                the counter does for every other write). With nothing
+ *                to change: a consistent GetItem, KL_ECONFLICT if no lease.
  *   delete       DeleteItem ConditionExpression leaseCounter = :n
  *                (KCL deletes unconditionally; the condition only makes
  *                a stale garbage collector harmless)

@@ -507,8 +507,14 @@ static enum kl_err new_lease_for(const struct lease_shard *s, const struct lease
 	return KL_OK;
 }
 
-/* True when the open shards of list cover the key space. */
-static bool open_shards_cover(const struct lease_shard_list *list, char *hole, size_t holesz)
+/*
+ * True when the shards of list cover the key space: the open ones, or with
+ * all set every listed shard. A listing filtered by the initial position
+ * (empty table) holds shards that were all open at one instant, the trim
+ * horizon say, and that may all be closed by now.
+ */
+static bool shards_cover(const struct lease_shard_list *list, bool all, char *hole,
+			 size_t holesz)
 {
 	struct lease_hash_range *r = calloc(list->n ? list->n : 1, sizeof(*r));
 	size_t n = 0;
@@ -517,7 +523,7 @@ static bool open_shards_cover(const struct lease_shard_list *list, char *hole, s
 	if (!r)
 		return false;
 	for (size_t i = 0; i < list->n; i++) {
-		if (list->v[i].ending_seq)
+		if (list->v[i].ending_seq && !all)
 			continue;
 		r[n].start = list->v[i].starting_hash_key;
 		r[n].end = list->v[i].ending_hash_key;
@@ -543,7 +549,7 @@ static enum kl_err sync_leases(struct lease_coord *c, struct lease_shard_list *l
 			     c->initial_timestamp_ms, list, info);
 	if (err != KL_OK)
 		return err;
-	if (!open_shards_cover(list, hole, sizeof(hole))) {
+	if (!shards_cover(list, empty, hole, sizeof(hole))) {
 		/* An incomplete listing (resharding in flight, paging race):
 		 * never create leases from it for an empty table. */
 		if (empty)

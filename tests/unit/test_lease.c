@@ -1188,6 +1188,79 @@ static void test_coord_sync_split_merge(void)
 	env_done(&e);
 }
 
+/* Lists like Kinesis honouring ShardFilter: AT_LATEST gives the open
+ * shards, AT_TRIM_HORIZON the shards open at the trim horizon (here: those
+ * whose parents are not listed), which may all be closed by now. */
+static enum kl_err kinesis_like_list(void *ctx, enum lease_shard_filter filter, int64_t ts,
+				     struct lease_shard_list *ret, struct kl_errinfo *info)
+{
+	struct static_source *src = ctx;
+	struct lease_shard_list out = { NULL, 0 };
+
+	(void)ts;
+	(void)info;
+	src->calls++;
+	for (size_t i = 0; i < src->n; i++) {
+		const struct lease_shard *s = &src->v[i];
+		bool root = true;
+
+		for (size_t k = 0; k < src->n; k++)
+			if ((s->parent_id && strcmp(s->parent_id, src->v[k].shard_id) == 0) ||
+			    (s->adjacent_parent_id && strcmp(s->adjacent_parent_id, src->v[k].shard_id) == 0))
+				root = false;
+		if (filter == LEASE_SHARDS_AT_LATEST && s->ending_seq)
+			continue;
+		if (filter == LEASE_SHARDS_AT_TRIM_HORIZON && !root)
+			continue;
+		if (lease_shard_list_add(&out, s) != KL_OK) {
+			lease_shard_list_done(&out);
+			return KL_ENOMEM;
+		}
+	}
+	*ret = out;
+	return KL_OK;
+}
+
+/* Starting on a stream resharded within its retention: at TRIM_HORIZON the
+ * shards open at the trim horizon are all closed now, yet together they
+ * cover the key space; the leases start there (KCL's empty-table sync). */
+static void test_coord_sync_resharded_stream(void)
+{
+	struct lease_shard sh[] = {
+		hshard("s0", NULL, NULL, "0", HALF, "100", false),
+		hshard("s1", NULL, NULL, HALF1, LEASE_HASH_KEY_MAX, "101", true),
+		hshard("s2", "s0", NULL, "0", "1000", "200", true),
+		hshard("s3", "s0", NULL, "1001", HALF, "201", true),
+	};
+	struct static_source src = { sh, 4, 0 };
+	struct lease_shard_source source = { kinesis_like_list, &src };
+	struct lease_coord_config cfg;
+	struct lease_list all;
+	struct env e;
+	struct worker w[1];
+
+	for (int pos = 0; pos < 2; pos++) {
+		env_init(&e);
+		memset(&cfg, 0, sizeof(cfg));
+		cfg.initial_position = pos ? LEASE_INITIAL_LATEST : LEASE_INITIAL_TRIM_HORIZON;
+		worker_start_cfg(&e, &w[0], "A", &cfg, &source);
+		run(&e, w, 1, 2000);
+		CU_ASSERT_EQUAL_FATAL(lease_mem_table_dump(e.table, &all), KL_OK);
+		if (pos == 0) {
+			/* s0 (closed) and s1 (open), whose ranges cover the key space */
+			CU_ASSERT_EQUAL(all.n, 2);
+			CU_ASSERT(lease_list_find(&all, "s0") && lease_list_find(&all, "s1"));
+		} else {
+			CU_ASSERT_EQUAL(all.n, 3);
+			CU_ASSERT(lease_list_find(&all, "s1") && lease_list_find(&all, "s2") &&
+				  lease_list_find(&all, "s3"));
+		}
+		lease_list_done(&all);
+		worker_crash(&w[0]);
+		env_done(&e);
+	}
+}
+
 /* A merge whose co-parent has no lease yet waits (KL_ESTATE). */
 static void test_coord_merge_needs_coparent(void)
 {
@@ -1277,6 +1350,7 @@ int main(void)
 		KL_TEST(test_coord_two_phase_and_token),
 		KL_TEST(test_coord_release),
 		KL_TEST(test_coord_sync_split_merge),
+		KL_TEST(test_coord_sync_resharded_stream),
 		KL_TEST(test_coord_merge_needs_coparent),
 		KL_TEST(test_coord_status),
 		{ 0 },
