@@ -194,7 +194,7 @@ static const struct cfg_key lease_keys[] = {
 
 static const struct cfg_key consumer_keys[] = {
 	K_INT("threads", consumer.threads, F_AUTO0, 0, 1, 1024,
-	      "Shard consumer threads (GetRecords, de-aggregation, transform, batching); 0 = online CPUs, at least 2."),
+	      "Most shards processed at once: one thread per held shard (it mostly waits on Kinesis and S3), so this also caps the leases held; 0 = 256."),
 	K_INT("get_records_limit", consumer.get_records_limit, 0, 10000, 1, 10000,
 	      "Most records asked for per GetRecords call (Kinesis's maximum is 10000)."),
 	K_MS("idle_ms", consumer.idle_ms, 0, 1000, 0, 60000,
@@ -1616,11 +1616,10 @@ static void resolve(struct ctx *x)
 
 	c->lease.renew_interval_ms = effective_renew_ms(c);
 	c->lease.take_interval_ms = effective_take_ms(c);
-	if (!c->consumer.threads) {
-		long n = sysconf(_SC_NPROCESSORS_ONLN);
-
-		c->consumer.threads = n < 2 ? 2 : n > 1024 ? 1024 : n;
-	}
+	/* A shard thread spends its time waiting on the network, so the
+	 * cap is about leases, not cores. */
+	if (!c->consumer.threads)
+		c->consumer.threads = 256;
 	if (!*c->worker_id) {
 		char host[257];
 

@@ -12,6 +12,8 @@
 #include "cfg.h"
 #include "demo.h"
 #include "plugin_cmd.h"
+#include "status.h"
+#include "worker.h"
 
 static int version_main(int argc, char **argv)
 {
@@ -28,6 +30,8 @@ static const struct subcommand {
 	int (*fn)(int argc, char **argv);
 	const char *usage;
 } subcommands[] = {
+	{ "run", worker_main, "run [-c FILE]                    run a worker (until SIGTERM)" },
+	{ "status", status_main, "status [-c FILE] [--json] [--watch SECONDS]  lease health; exit 0/1/2/3" },
 	{ "check-config", cfg_check_main, "check-config [-c FILE] [--dump]  validate the configuration" },
 	{ "plugin", plugin_cmd_main, "plugin list | plugin test NAME|PATH [--config FILE] [--binary]" },
 	{ "demo", demo_main, "demo produce --stream NAME ...   write demo clickstream to a stream" },

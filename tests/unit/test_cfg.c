@@ -226,7 +226,7 @@ static void test_minimal_resolves_derived(void)
 	CU_ASSERT_EQUAL(e.count, 0);
 	CU_ASSERT_EQUAL(c->lease.renew_interval_ms, 3333);
 	CU_ASSERT_EQUAL(c->lease.take_interval_ms, 20000);
-	CU_ASSERT(c->consumer.threads >= 2);
+	CU_ASSERT_EQUAL(c->consumer.threads, 256);
 	gethostname(host, sizeof(host) - 1);
 	CU_ASSERT_STRING_EQUAL(c->worker_id, host);
 	CU_ASSERT_STRING_EQUAL(c->application, "clicks-app");
