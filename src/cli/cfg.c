@@ -250,8 +250,8 @@ static const struct cfg_key s3_keys[] = {
 	      "Threads uploading sealed objects to S3."),
 	K_ENUM("storage_class", s3.storage_class, CFG_STORAGE_STANDARD, storage_class_choices,
 	       "Storage class of new objects (only classes Athena reads without a restore)."),
-	K_STR("content_type", s3.content_type, 0, "application/octet-stream", check_content_type,
-	      "Content-Type of data objects, e.g. \"application/x-ndjson\" for JSON lines."),
+	K_STR("content_type", s3.content_type, 0, "", check_content_type,
+	      "Content-Type of data objects; empty = application/x-ndjson with the newline delimiter, else application/octet-stream."),
 	K_BOOL("virtual_host", s3.virtual_host, false,
 	       "Address the bucket as BUCKET.host instead of host/BUCKET (path style works everywhere, dotted buckets too)."),
 	{ NULL },
@@ -898,6 +898,8 @@ static const char *check_content_type(const char *v)
 {
 	const char *slash = strchr(v, '/');
 
+	if (!*v)
+		return NULL; /* derived from the delimiter */
 	if (!slash || slash == v || !slash[1] || strlen(v) > 255)
 		return "is not a media type like \"application/x-ndjson\"";
 	for (; *v; v++)

@@ -1220,7 +1220,7 @@ static enum consumer_state daemon_run_shard(void *ctx, struct worker_shard *ws)
 	dopts.data_tmpl = dm->data_tmpl;
 	dopts.error_tmpl = dm->error_tmpl;
 	dopts.spool = dm->spool;
-	dopts.content_type = cfg->s3.content_type;
+	dopts.content_type = cfg->s3.content_type[0] ? cfg->s3.content_type : NULL;
 	dopts.buffer_bytes = (uint64_t)cfg->s3.buffer_bytes;
 	dopts.buffer_records = (uint64_t)cfg->s3.buffer_records;
 	dopts.buffer_ms = cfg->s3.buffer_seconds * 1000;
