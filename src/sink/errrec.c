@@ -49,34 +49,6 @@ static const char *default_message(enum errrec_code code)
 	return "Unknown error.";
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	uint32_t cp;
-	size_t len;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		len = 2, cp = s[0] & 0x1f;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		len = 3, cp = s[0] & 0x0f;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		len = 4, cp = s[0] & 0x07;
-	else
-		return 0;
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
 
 /* Appends s as a JSON string; at most max input bytes (cut at a character). */
 static enum kl_err put_string(struct buf *out, const char *s, size_t max)
@@ -105,7 +77,7 @@ static enum kl_err put_string(struct buf *out, const char *s, size_t max)
 			continue;
 		}
 		if (p[i] >= 0x80) {
-			size_t l = utf8_len(p + i, n - i);
+			size_t l = kl_utf8_seq_len(p + i, n - i);
 
 			if (l) {
 				err = buf_append(out, p + i, l);

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "keytmpl.h"
+#include "util.h"
 
 enum tok_kind {
 	TOK_LIT,          /* s/len: literal bytes */
@@ -90,34 +91,6 @@ static enum kl_err cerr(struct compiler *c, size_t pos, const char *what, const 
 
 /* ---------------------------------------------------------------- utf-8 */
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-	uint32_t cp;
-	size_t len;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		len = 2, cp = s[0] & 0x1f;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		len = 3, cp = s[0] & 0x0f;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		len = 4, cp = s[0] & 0x07;
-	else
-		return 0;
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
 
 /* ---------------------------------------------------------------- compiling */
 
@@ -176,7 +149,7 @@ static enum kl_err check_lit(struct compiler *c, const char *s, size_t n, size_t
 			return cerr(c, base + i, "control character", NULL);
 		if (ch == '\\')
 			return cerr(c, base + i, "backslash", " (not portable in S3 keys)");
-		l = utf8_seq((const unsigned char *)s + i, n - i);
+		l = kl_utf8_seq_len((const unsigned char *)s + i, n - i);
 		if (!l)
 			return cerr(c, base + i, "invalid UTF-8", NULL);
 		i += l;
@@ -552,7 +525,7 @@ enum kl_err keytmpl_check_value(const char *value, struct kl_errinfo *info)
 		if (ch < 0x20 || ch == 0x7f)
 			return kl_errinfo_set(info, KL_EINVAL, "value '%s' contains a control character",
 					      printable(value, len, pbuf, sizeof(pbuf)));
-		l = utf8_seq((const unsigned char *)value + i, len - i);
+		l = kl_utf8_seq_len((const unsigned char *)value + i, len - i);
 		if (!l)
 			return kl_errinfo_set(info, KL_EINVAL, "value '%s' is not valid UTF-8",
 					      printable(value, len, pbuf, sizeof(pbuf)));

@@ -34,6 +34,13 @@ void kl_b64_encode(const uint8_t *in, size_t n, char *out);
  */
 enum kl_err kl_b64_decode(const char *in, size_t len, uint8_t *out, size_t *ret_len);
 
+/*
+ * Length of the valid UTF-8 sequence starting at s (n > 0 bytes left):
+ * 1..4, or 0 when it is not valid UTF-8 (overlong forms, surrogates and
+ * code points above U+10FFFF are invalid).
+ */
+size_t kl_utf8_seq_len(const unsigned char *s, size_t n);
+
 /* Milliseconds on CLOCK_MONOTONIC (never jumps). */
 int64_t kl_mono_ms(void);
 /* Milliseconds since the Unix epoch (wall clock; never compared across hosts). */

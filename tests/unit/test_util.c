@@ -131,6 +131,30 @@ static void test_rng_bounds(void)
 		CU_ASSERT(seen[i] > 800 && seen[i] < 1200);
 }
 
+static void test_utf8_seq_len(void)
+{
+	static const struct {
+		const char *s;
+		size_t n, want;
+	} cases[] = {
+		{ "a", 1, 1 },
+		{ "\xc3\xa9", 2, 2 },            /* e acute */
+		{ "\xe2\x82\xac", 3, 3 },        /* euro sign */
+		{ "\xf0\x9f\x98\x80", 4, 4 },    /* emoji */
+		{ "\xc0\xaf", 2, 0 },            /* overlong '/' */
+		{ "\xe0\x80\xaf", 3, 0 },        /* overlong, 3 bytes */
+		{ "\xed\xa0\x80", 3, 0 },        /* surrogate U+D800 */
+		{ "\xf4\x90\x80\x80", 4, 0 },    /* above U+10FFFF */
+		{ "\xe2\x82", 2, 0 },            /* truncated */
+		{ "\x80", 1, 0 },                /* lone continuation */
+		{ "\xc3\x28", 2, 0 },            /* bad continuation */
+	};
+
+	for (size_t i = 0; i < KL_ARRAY_LEN(cases); i++)
+		CU_ASSERT_EQUAL(kl_utf8_seq_len((const unsigned char *)cases[i].s, cases[i].n),
+				cases[i].want);
+}
+
 static void test_strerror_complete(void)
 {
 	/* Every value up to the last one has its own text. */
@@ -247,6 +271,7 @@ int main(void)
 		KL_TEST(test_b64_bad),
 		KL_TEST(test_b64_roundtrip_random),
 		KL_TEST(test_rng_bounds),
+		KL_TEST(test_utf8_seq_len),
 		KL_TEST(test_strerror_complete),
 		KL_TEST(test_errinfo_format),
 		KL_TEST(test_xml_nested_and_ns),
