@@ -8,7 +8,8 @@
 #   3. build with ASan+UBSan and run the unit tests again,
 #   4. run the unit tests under valgrind (leaks are errors),
 #   5. fuzz the KPL parser for 60 s (libFuzzer + ASan),
-#   6. make distcheck.
+#   6. make distcheck,
+#   7. build, inspect, install and purge the .deb and .rpm packages.
 # Build trees live under build/ in the checkout. Exits non-zero on the
 # first failure and prints the failing test's log.
 set -eu
@@ -85,5 +86,8 @@ step "make distcheck"
 (cd build/main && make -j"$jobs" distcheck DISTCHECK_CONFIGURE_FLAGS=--enable-werror >/dev/null 2>distcheck.err) || {
 	tail -n 60 build/main/distcheck.err; exit 1; }
 echo "distcheck: ok"
+
+step "packages: build .deb and .rpm, lintian, install, check, purge"
+bash scripts/package-test.sh
 
 step "all tests passed"
