@@ -43,8 +43,8 @@ step "build (-Werror)"
 mkdir -p build/main
 (cd build/main && ../../configure --enable-werror -q && make -j"$jobs" >/dev/null)
 
-step "unit + integration tests against local emulators"
-if ! tests/emu/emulators.sh -- make -C build/main -j"$jobs" check; then
+step "unit + integration tests (each integration test gets its own emulators)"
+if ! make -C build/main -j"$jobs" check; then
 	show_logs build/main
 	exit 1
 fi

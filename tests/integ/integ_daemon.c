@@ -555,6 +555,17 @@ static bool pred_owned_by(const struct fleet *f, void *arg)
 
 static struct worker_proc *W1, *W2, *W3;
 
+/* Set when test_setup finished: the later tests depend on it and must
+ * not run against a half-built fixture. */
+static bool setup_done;
+#define REQUIRE_SETUP()                                            \
+	do {                                                       \
+		if (!setup_done) {                                 \
+			CU_FAIL("skipped: test_setup failed");     \
+			return;                                    \
+		}                                                  \
+	} while (0)
+
 static void test_setup(void)
 {
 	struct creds_config cc = { 0 };
@@ -604,6 +615,7 @@ static void test_setup(void)
 	write_conf("w3", 4);
 	CU_ASSERT_EQUAL_FATAL(produce(0, FIRST_BATCH), 0);
 	notify_open_sock();
+	setup_done = true;
 }
 
 static void test_two_workers_share_the_stream(void)
@@ -612,6 +624,7 @@ static void test_two_workers_share_the_stream(void)
 	int ab[2];
 	int64_t t0 = kl_mono_ms();
 
+	REQUIRE_SETUP();
 	W1 = start_worker("w1", false);
 	W2 = start_worker("w2", true);
 	ab[0] = widx(W1);
@@ -636,6 +649,7 @@ static void test_two_workers_share_the_stream(void)
 
 static void test_records_reach_s3_once(void)
 {
+	REQUIRE_SETUP();
 	CU_ASSERT_EQUAL(wait_s3(FIRST_BATCH, 30000), 0);
 }
 
@@ -674,6 +688,7 @@ static void test_metrics_files(void)
 {
 	double records_in = 0;
 
+	REQUIRE_SETUP();
 	/* Let both files be rewritten after the last upload. */
 	kl_sleep_ms(2500);
 	for (int k = 0; k < 2; k++) {
@@ -709,6 +724,7 @@ static void test_sighup_reopens_log(void)
 	size_t len = 0;
 	char *text = NULL;
 
+	REQUIRE_SETUP();
 	snprintf(log, sizeof(log), "%s/w1.log", fx.dir);
 	snprintf(old, sizeof(old), "%s/w1.log.1", fx.dir);
 	CU_ASSERT_FATAL(rename(log, old) == 0);
@@ -731,6 +747,7 @@ static void test_kill9_then_takeover(void)
 	int one = 1, two = 2;
 	int64_t t0, t3;
 
+	REQUIRE_SETUP();
 	t0 = kl_mono_ms();
 	signal_worker(W1, SIGKILL);
 	/* w2 is at its cap of 2 threads: w1's shards stay without an owner. */
@@ -773,6 +790,7 @@ static void test_sigterm_hands_over(void)
 	int64_t t0 = kl_mono_ms();
 	int rc;
 
+	REQUIRE_SETUP();
 	signal_worker(W2, SIGTERM);
 	fx.handover_ms = poll_status("w3", pred_owned_by, (void *)w3only, 20000, &f);
 	if (fx.handover_ms < 0)
@@ -805,6 +823,7 @@ static void test_kill9_and_restart(void)
 	int64_t kill_wall = kl_wall_ms(), t0 = kl_mono_ms();
 	bool running = false;
 
+	REQUIRE_SETUP();
 	/* The same worker id comes back at once (systemd's Restart=): the
 	 * table cannot tell it from the dead process, so status alone says 0
 	 * all along; what counts is when the new process runs every shard,
@@ -835,6 +854,7 @@ static void test_everything_once_and_leases_released(void)
 {
 	struct fleet f;
 
+	REQUIRE_SETUP();
 	CU_ASSERT_EQUAL(wait_s3(FIRST_BATCH + SECOND_BATCH, 30000), 0);
 	signal_worker(W3, SIGTERM);
 	CU_ASSERT_EQUAL(wait_worker(W3, 15000), 0);

@@ -4,7 +4,7 @@
  * clients and the real emulators (kinesalite, dynalite, s3rver, started by
  * tests/emu/emulators.sh; without them this exits 77). First that the proxy
  * is invisible when it injects nothing (bodies byte-exact, keep-alive,
- * chunked framing, a 100+ MiB upload in bounded memory), then that each
+ * chunked framing, a 48 MiB upload in bounded memory), then that each
  * fault does what the chaos tests will rely on: throttles are retried and
  * counted, a write failed *after* it landed is visible in the emulator, a
  * reset mid-response is retried, a held upload waits for its release.
@@ -488,11 +488,13 @@ static long peak_rss_kib(pid_t pid)
 	return kib;
 }
 
-/* A 104 MiB object up and down through the proxy: byte-exact, and the
- * proxy's peak memory stays far below the object's size. */
+/* A 48 MiB object up and down through the proxy: byte-exact, and the
+ * proxy's peak memory stays far below the object's size (it measured
+ * 2 MiB, 7.6 MiB under ASan). Large enough to prove streaming, small
+ * enough not to tie up s3rver for long. */
 static void test_large_object_bounded_memory(void)
 {
-	const size_t len = 104 * MIB;
+	const size_t len = 48 * MIB;
 	struct faultctl *fp = proxy_for(fx.s3_ep);
 	struct s3_put_opts po = { .unsigned_payload = 1 };
 	struct s3_put_result res;
@@ -506,8 +508,8 @@ static void test_large_object_bounded_memory(void)
 	CHECK_OK(s3_get_object_to_fd(&c, BUCKET, "big/object", got, NULL, &info));
 	CU_ASSERT_TRUE(same_file(got, src, len));
 	peak = peak_rss_kib(faultctl_pid(fp));
-	fprintf(stderr, "\n  faultproxy peak RSS after 2 x 104 MiB: %ld KiB\n", peak);
-	CU_ASSERT(peak > 0 && peak < 64 * 1024);
+	fprintf(stderr, "\n  faultproxy peak RSS after 2 x 48 MiB: %ld KiB\n", peak);
+	CU_ASSERT(peak > 0 && peak < 16 * 1024);
 	CU_ASSERT_EQUAL(counter(fp, "ops", "S3.PutObject", "requests"), 1);
 	close(src);
 	close(got);
