@@ -8,8 +8,11 @@
  * with some records KPL aggregates. Each case runs twice: as direct calls
  * ("pipeline"), and through consumer_run() with in-memory Kinesis, lease
  * and sink and a clock that never waits ("consumer": everything the
- * consumer adds per record). Prints medians: MB/s of record data per CPU
- * second of the thread and per wall second, and user records per second.
+ * consumer adds per record), and again with the daemon's poison-record
+ * guard (src/daemon/poison.h: a marks file slot written per record, a
+ * real journal, no suspects: its steady-state cost, "guarded"). Prints
+ * medians: MB/s of record data per CPU second of the thread and per wall
+ * second, and user records per second.
  * Built by `make bench`; make check never runs it.
  */
 #include "config.h"
@@ -26,8 +29,10 @@
 
 #include "buf.h"
 #include "consumer.h"
+#include "journal.h"
 #include "kinesis.h"
 #include "kpl.h"
+#include "poison.h"
 #include "util.h"
 #include "xform.h"
 
@@ -417,8 +422,26 @@ static void s_resume(void *ctx, struct lease_esn *ret)
 	*ret = lease_esn_sentinel(LEASE_ESN_TRIM_HORIZON);
 }
 
+/* Never called: the bench has no poison records. */
+static enum kl_err s_push_crashed(void *ctx, const struct kl_transform_record *rec,
+				  uint32_t attempts, struct kl_errinfo *info)
+{
+	(void)ctx;
+	(void)rec;
+	(void)attempts;
+	(void)info;
+	die("a record was routed as a poison record");
+	return KL_EINVAL;
+}
+
 static const struct record_sink_ops mem_sink = { s_push, s_blocked, s_tick, s_flush, s_abandon,
-						 s_resume };
+						 s_resume, s_push_crashed };
+
+/* What the guarded runs use, as the daemon does (one guard per shard run). */
+static struct {
+	struct journal *journal;
+	struct poison_marks *marks;
+} guard_env;
 
 /* A clock whose sleeps only move its own time: pacing costs nothing. */
 static int64_t c_mono(void *ctx)
@@ -437,8 +460,9 @@ static void c_wake(void *ctx)
 }
 
 static void run_consumer(const struct sample *smp, struct xform *x, struct buf *out,
-			 struct outcome *oc)
+			 struct outcome *oc, bool guarded)
 {
+	struct poison_guard *g = NULL;
 	struct mem m = { smp, PAGES, out, oc, 1000000 };
 	struct consumer_clock clock = { c_mono, c_sleep, c_wake, &m };
 	struct consumer_config cfg;
@@ -459,10 +483,24 @@ static void run_consumer(const struct sample *smp, struct xform *x, struct buf *
 	deps.sink.ctx = &m;
 	deps.xform = x;
 	deps.clock = &clock;
+	if (guarded) {
+		struct poison_guard_config pc;
+
+		memset(&pc, 0, sizeof(pc));
+		pc.key = cfg.shard_id;
+		pc.worker_id = "bench";
+		pc.max_crashes = 3;
+		pc.journal = guard_env.journal;
+		pc.marks = guard_env.marks;
+		pc.checkpoint = cfg.checkpoint;
+		check(poison_guard_new(&pc, &g, &info), "poison_guard_new");
+		poison_guard_consumer(g, &deps.guard);
+	}
 	check(consumer_new(&cfg, &deps, &c, &info), "consumer_new");
 	if (consumer_run(c) != CONSUMER_DONE)
 		die("the consumer did not reach DONE");
 	consumer_free(c);
+	poison_guard_free(g);
 }
 
 /* ------------------------------------------------------------ main */
@@ -515,10 +553,10 @@ static void report(const char *how, const struct sample *smp, double *cpu, doubl
 static void bench_case(const struct sample *smp, const char *plugin_name, struct xform *x,
 		       int runs)
 {
-	double cpu[2][MAX_RUNS], wall[2][MAX_RUNS];
+	double cpu[3][MAX_RUNS], wall[3][MAX_RUNS];
 	struct kpl_decoder *dec = NULL;
 	struct kl_errinfo info;
-	struct outcome oc[2];
+	struct outcome oc[3];
 	struct buf out;
 	bool identity = strcmp(plugin_name, "identity") == 0;
 
@@ -527,7 +565,7 @@ static void bench_case(const struct sample *smp, const char *plugin_name, struct
 	check(buf_reserve(&out, smp->payload + smp->n_user + 1), "out of memory");
 	printf("  %s plugin:\n", plugin_name);
 	for (int i = -1; i < runs; i++) {  /* run -1 warms up */
-		for (int how = 0; how < 2; how++) {
+		for (int how = 0; how < 3; how++) {
 			struct times t0, t1;
 
 			memset(&oc[how], 0, sizeof(oc[how]));
@@ -536,7 +574,7 @@ static void bench_case(const struct sample *smp, const char *plugin_name, struct
 			if (how == 0)
 				run_pipeline(smp, dec, x, &out, &oc[how]);
 			else
-				run_consumer(smp, x, &out, &oc[how]);
+				run_consumer(smp, x, &out, &oc[how], how == 2);
 			t1 = now_times();
 			if (oc[how].user != smp->n_user)
 				die("user record count differs");
@@ -550,6 +588,7 @@ static void bench_case(const struct sample *smp, const char *plugin_name, struct
 	}
 	report("pipeline", smp, cpu[0], wall[0], runs, &oc[0]);
 	report("consumer", smp, cpu[1], wall[1], runs, &oc[1]);
+	report("guarded", smp, cpu[2], wall[2], runs, &oc[2]);
 	buf_done(&out);
 	kpl_decoder_free(dec);
 }
@@ -564,6 +603,7 @@ static void usage(void)
 int main(int argc, char **argv)
 {
 	char dir[] = "/tmp/kl-bench-recordpath-XXXXXX";
+	char state[] = "/tmp/kl-bench-recordpath-state-XXXXXX";
 	struct xform_plugin *identity, *clickstream;
 	struct sample plain, mixed;
 	struct kl_errinfo info;
@@ -593,6 +633,19 @@ int main(int argc, char **argv)
 	rmdir(dir);
 	check(xform_new(identity, NULL, &info, &xi), "identity instance");
 	check(xform_new(clickstream, NULL, &info, &xc), "clickstream instance");
+	{
+		char jpath[64], mpath[64];
+		struct poison_crash *cr = NULL;
+		size_t n = 0;
+
+		if (!mkdtemp(state))
+			die("mkdtemp");
+		snprintf(jpath, sizeof(jpath), "%s/journal.db", state);
+		snprintf(mpath, sizeof(mpath), "%s/" POISON_MARKS_FILE, state);
+		check(journal_open(jpath, &guard_env.journal, &info), "journal_open");
+		check(poison_marks_open(mpath, 4, &guard_env.marks, &cr, &n, &info), "marks");
+		free(cr);
+	}
 
 	printf("MB = 10^6 bytes of user record data (the JSON events); single thread; median of %d\n",
 	       runs);
@@ -619,5 +672,18 @@ int main(int argc, char **argv)
 	xform_free(xc);
 	xform_plugin_free(identity);
 	xform_plugin_free(clickstream);
+	poison_marks_close(guard_env.marks);
+	journal_close(guard_env.journal);
+	{
+		static const char *const files[] = { "journal.db", "journal.db-wal", "journal.db-shm",
+						     POISON_MARKS_FILE };
+		char path[128];
+
+		for (size_t i = 0; i < KL_ARRAY_LEN(files); i++) {
+			snprintf(path, sizeof(path), "%s/%s", state, files[i]);
+			unlink(path);
+		}
+		rmdir(state);
+	}
 	return 0;
 }

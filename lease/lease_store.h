@@ -70,6 +70,17 @@
  *   delete       DeleteItem ConditionExpression leaseCounter = :n
  *                (KCL deletes unconditionally; the condition only makes
  *                a stale garbage collector harmless)
+ *   set_extra    UpdateItem SET #x = :v  (or REMOVE #x when value is NULL)
+ *                ConditionExpression attribute_exists(leaseKey) AND
+ *                (attribute_not_exists(entityType) OR entityType = :lease)
+ *                AND #x = :old  (or attribute_not_exists(#x) when expected
+ *                is NULL); #x is the attribute, one of kinlake's own
+ *                ("kinlake..." but not kinlakeHeartbeat / kinlakeSession).
+ *                No counter bump and no counter condition: nothing of the
+ *                lease protocol reads such an attribute, so it may be
+ *                written by any worker, holder or not (the poison-record
+ *                crash counts of src/daemon/poison.h); the attribute's own
+ *                old value is the optimistic lock. KCL ignores it.
  */
 #ifndef KL_LEASE_STORE_H
 #define KL_LEASE_STORE_H
@@ -77,6 +88,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kl_err.h"
 #include "lease.h"
@@ -122,6 +134,17 @@ struct lease_store_ops {
 				    struct kl_errinfo *info);
 	/* Frees ctx. */
 	void (*destroy)(void *ctx);
+	/*
+	 * Optional (NULL: not supported). Sets (value) or removes (value
+	 * NULL) the extra attribute name of lease key when its current value
+	 * is expected, or when it is absent if expected is NULL. value and
+	 * expected are DynamoDB JSON ({"S":"..."}), as in struct lease_attr;
+	 * lease_store_set_extra() checks name. KL_ECONFLICT when the
+	 * condition fails or there is no such lease.
+	 */
+	enum kl_err (*set_extra)(void *ctx, const char *key, const char *name,
+				 const char *expected, const char *value,
+				 struct kl_errinfo *info);
 };
 
 /* A store handle: created by an implementation's constructor
@@ -207,6 +230,32 @@ static inline enum kl_err lease_store_delete(struct lease_store *s, const char *
 					     uint64_t counter, struct kl_errinfo *info)
 {
 	return s->ops->delete_lease(s->ctx, key, counter, info);
+}
+
+/* True when the store implements set_extra. */
+static inline bool lease_store_has_set_extra(const struct lease_store *s)
+{
+	return s->ops->set_extra != NULL;
+}
+
+/*
+ * set_extra for kinlake's own attributes only: KL_EINVAL for a name that
+ * does not start with "kinlake" or is one the lease record parses
+ * (kinlakeHeartbeat, kinlakeSession), or a NULL key, and when the store
+ * has no set_extra. Otherwise as the op.
+ */
+static inline enum kl_err lease_store_set_extra(struct lease_store *s, const char *key,
+						const char *name, const char *expected,
+						const char *value, struct kl_errinfo *info)
+{
+	if (!key || !name || strncmp(name, "kinlake", 7) != 0 || !name[7] ||
+	    strcmp(name, LEASE_ATTR_HEARTBEAT) == 0 || strcmp(name, LEASE_ATTR_SESSION) == 0)
+		return kl_errinfo_set(info, KL_EINVAL, "lease store: '%s' is not a kinlake attribute",
+				      name ? name : "(null)");
+	if (!s->ops->set_extra)
+		return kl_errinfo_set(info, KL_EINVAL, "lease store %s: set_extra not supported",
+				      s->ops->name);
+	return s->ops->set_extra(s->ctx, key, name, expected, value, info);
 }
 
 #endif

@@ -656,6 +656,41 @@ enum kl_err lease_ddb_req_update_meta(const char *table, const char *key,
 	return finish_update(&e, table, key, META_CONDITION, ret);
 }
 
+enum kl_err lease_ddb_req_set_extra(const char *table, const char *key, const char *name,
+				    const char *expected, const char *value,
+				    struct lease_ddb_req *ret)
+{
+	json_object *v = NULL, *old = NULL;
+	struct expr e;
+
+	if (!name || !*name || is_known_attr(name))
+		return KL_EINVAL;
+	/* The values are typed DynamoDB JSON already ({"S":"..."}). */
+	if (value && !json_object_is_type(v = json_tokener_parse(value), json_type_object)) {
+		json_object_put(v);
+		return KL_EINVAL;
+	}
+	if (expected && !json_object_is_type(old = json_tokener_parse(expected), json_type_object)) {
+		json_object_put(v);
+		json_object_put(old);
+		return KL_EINVAL;
+	}
+	expr_init(&e);
+	if (v)
+		expr_set(&e, "#x", name, ":v", v);
+	else
+		expr_remove(&e, "#x", name);
+	expr_name(&e, "#lk", LEASE_ATTR_KEY);
+	expr_name(&e, "#et", LEASE_ATTR_ENTITY_TYPE);
+	expr_value(&e, ":lease", ddb_s(LEASE_ENTITY_LEASE));
+	if (old)
+		expr_value(&e, ":old", old);
+	return finish_update(&e, table, key,
+			     old ? META_CONDITION " AND #x = :old" :
+				   META_CONDITION " AND attribute_not_exists(#x)",
+			     ret);
+}
+
 enum kl_err lease_ddb_req_delete(const char *table, const char *key, uint64_t counter,
 				 struct lease_ddb_req *ret)
 {
@@ -1010,6 +1045,17 @@ static enum kl_err ddb_delete_op(void *ctx, const char *key, uint64_t counter,
 	return send_req(st, lease_ddb_req_delete(st->table, key, counter, &req), &req, NULL, info);
 }
 
+static enum kl_err ddb_set_extra_op(void *ctx, const char *key, const char *name,
+				    const char *expected, const char *value,
+				    struct kl_errinfo *info)
+{
+	struct ddb_store *st = ctx;
+	struct lease_ddb_req req = { NULL, NULL };
+
+	return send_req(st, lease_ddb_req_set_extra(st->table, key, name, expected, value, &req),
+			&req, NULL, info);
+}
+
 static void ddb_destroy(void *ctx)
 {
 	struct ddb_store *st = ctx;
@@ -1045,6 +1091,7 @@ static const struct lease_store_ops ddb_ops = {
 	.update_meta = ddb_update_meta_op,
 	.delete_lease = ddb_delete_op,
 	.destroy = ddb_destroy,
+	.set_extra = ddb_set_extra_op,
 };
 
 static char *dup_or_null(const char *s, bool *failed)

@@ -138,5 +138,11 @@ enum kl_err lease_ddb_req_update_meta(const char *table, const char *key,
 				      struct lease_ddb_req *ret);
 enum kl_err lease_ddb_req_delete(const char *table, const char *key, uint64_t counter,
 				 struct lease_ddb_req *ret);
+/* set_extra: #x is the attribute; value and expected are DynamoDB JSON
+ * (KL_EINVAL if either does not parse as a JSON object, or for a name the
+ * lease record knows). */
+enum kl_err lease_ddb_req_set_extra(const char *table, const char *key, const char *name,
+				    const char *expected, const char *value,
+				    struct lease_ddb_req *ret);
 
 #endif

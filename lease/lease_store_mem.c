@@ -567,6 +567,43 @@ static enum kl_err mem_delete(void *ctx, const char *key, uint64_t counter, stru
 	return call_end_write(h, LEASE_MEM_OP_DELETE, err, info);
 }
 
+/* Removes extra attribute i of l. */
+static void extra_remove(struct lease *l, size_t i)
+{
+	free(l->extra[i].name);
+	free(l->extra[i].value);
+	memmove(&l->extra[i], &l->extra[i + 1], (l->n_extra - 1 - i) * sizeof(l->extra[0]));
+	l->n_extra--;
+}
+
+static enum kl_err mem_set_extra(void *ctx, const char *key, const char *name,
+				 const char *expected, const char *value, struct kl_errinfo *info)
+{
+	struct mem_handle *h = ctx;
+	struct lease *l;
+	const char *cur;
+	enum kl_err err;
+
+	err = call_begin(h, LEASE_MEM_OP_SET_EXTRA, info);
+	if (err != KL_OK)
+		return err;
+	l = table_lease(h->table, key);
+	cur = l ? lease_get_extra(l, name) : NULL;
+	/* DynamoDB compares values; ours are compared as the text given. */
+	if (!l || (expected ? !cur || strcmp(cur, expected) != 0 : cur != NULL)) {
+		err = conflict(info, "set_extra", key);
+	} else if (value) {
+		err = lease_set_extra(l, name, value);
+	} else {
+		for (size_t i = 0; i < l->n_extra; i++)
+			if (strcmp(l->extra[i].name, name) == 0) {
+				extra_remove(l, i);
+				break;
+			}
+	}
+	return call_end_write(h, LEASE_MEM_OP_SET_EXTRA, err, info);
+}
+
 static void mem_destroy(void *ctx)
 {
 	free(ctx);
@@ -585,6 +622,7 @@ static const struct lease_store_ops mem_ops = {
 	.update_meta = mem_update_meta,
 	.delete_lease = mem_delete,
 	.destroy = mem_destroy,
+	.set_extra = mem_set_extra,
 };
 
 struct lease_store *lease_store_mem_new(struct lease_mem_table *t, const struct lease_clock *clock)

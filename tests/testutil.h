@@ -48,6 +48,21 @@ static inline int kl_test_run(const char *suite_name, const struct kl_test *test
 	return failures ? 1 : 0;
 }
 
+/*
+ * How much slower than normal this process runs: 10 under valgrind (its
+ * preload library is in LD_PRELOAD), else 1; KL_TEST_SLOWDOWN overrides.
+ * Tests that wait on real time scale their deadlines by it, so a slow
+ * checker does not turn into a false failure.
+ */
+static inline int kl_test_slowdown(void)
+{
+	const char *v = getenv("KL_TEST_SLOWDOWN"), *pre = getenv("LD_PRELOAD");
+
+	if (v && atoi(v) > 0)
+		return atoi(v);
+	return pre && strstr(pre, "vgpreload") ? 10 : 1;
+}
+
 /* Returns the value of the environment variable name, or exits 77 (skip)
  * with a note when it is not set: integration tests need the emulators. */
 static inline const char *kl_test_env_or_skip(const char *name)

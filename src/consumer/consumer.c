@@ -93,6 +93,8 @@ struct consumer {
 	size_t last_pos;
 	uint64_t last_subseq;
 	bool pending;                 /* trec/res hold a record refused by the sink */
+	bool crashed;                 /* ... and it goes to push_crashed(), not push() */
+	uint32_t crash_attempts;
 	struct kl_transform_record trec;
 	struct xform_result res;
 
@@ -270,6 +272,10 @@ static enum kl_err check_config(const struct consumer_config *cfg, const struct 
 	    !deps->sink.ops->tick || !deps->sink.ops->flush || !deps->sink.ops->abandon ||
 	    !deps->sink.ops->resume_after || !deps->xform)
 		return kl_errinfo_set(info, KL_EINVAL, "consumer: a dependency is missing");
+	if (deps->guard.ops && (!deps->guard.ops->before || !deps->guard.ops->after ||
+				!deps->sink.ops->push_crashed))
+		return kl_errinfo_set(info, KL_EINVAL,
+				      "consumer: a plugin guard needs before, after and the sink's push_crashed");
 	if (deps->clock && (!deps->clock->mono_ms || !deps->clock->sleep_ms || !deps->clock->wake))
 		return kl_errinfo_set(info, KL_EINVAL, "consumer: incomplete clock");
 	return KL_OK;
@@ -674,6 +680,7 @@ static void count_result(struct consumer *c, enum kl_transform_result r)
 static enum push_step push_page(struct consumer *c)
 {
 	const struct record_sink *sink = &c->deps.sink;
+	const struct consumer_guard *guard = c->deps.guard.ops ? &c->deps.guard : NULL;
 	struct kl_errinfo info;
 	enum kl_err err;
 
@@ -719,11 +726,21 @@ static enum push_step push_page(struct consumer *c)
 				t->sub_sequence_number = subseq;
 				t->shard_id = c->shard_id;
 				t->approximate_arrival_ms = kr->arrival_ms;
-				if (xform_run(c->deps.xform, t, &c->res) != KL_OK) {
-					note_error(c, KL_ENOMEM, NULL, "transform");
-					return PUSH_RETRY;
+				c->crashed = guard &&
+					     guard->ops->before(guard->ctx, t, &c->crash_attempts) ==
+						     CONSUMER_GUARD_CRASHED;
+				if (c->crashed) {
+					c->m.plugin_crashed++;
+				} else {
+					err = xform_run(c->deps.xform, t, &c->res);
+					if (guard)
+						guard->ops->after(guard->ctx, t);
+					if (err != KL_OK) {
+						note_error(c, KL_ENOMEM, NULL, "transform");
+						return PUSH_RETRY;
+					}
+					count_result(c, c->res.result);
 				}
-				count_result(c, c->res.result);
 				c->pending = true;
 			}
 			/* Never push on a validity that has run out. */
@@ -734,7 +751,10 @@ static enum push_step push_page(struct consumer *c)
 				if (err)
 					return PUSH_WAIT;
 			}
-			err = sink->ops->push(sink->ctx, &c->trec, &c->res, &info);
+			if (c->crashed)
+				err = sink->ops->push_crashed(sink->ctx, &c->trec, c->crash_attempts, &info);
+			else
+				err = sink->ops->push(sink->ctx, &c->trec, &c->res, &info);
 			if (err == KL_ELEASE_LOST) {
 				note_error(c, err, &info, "sink push");
 				return PUSH_LOST;

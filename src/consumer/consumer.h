@@ -6,7 +6,9 @@
  * resumes, polls GetRecords at most max_calls_per_sec times a second,
  * de-aggregates KPL records against the lease's hash range, drops what is
  * at or below the resume point, runs every user record through the
- * transform plugin and pushes the result into a struct record_sink
+ * transform plugin (unless an optional guard says the record crashed it
+ * too often: then it goes to the sink as such) and pushes the result into
+ * a struct record_sink
  * (record_sink.h). At the shard's end it flushes the sink and hands the
  * child shards to the lease layer, which checkpoints SHARD_END.
  *
@@ -113,6 +115,32 @@ struct consumer_clock {
 	void *ctx;
 };
 
+/*
+ * Optional: a guard around the plugin (the daemon's poison-record logic,
+ * src/daemon/poison.h). before() is called for every user record right
+ * before the plugin would see it: RUN lets the plugin run; CRASHED says
+ * the record crashed the worker too often, and the consumer hands it to
+ * the sink's push_crashed() with *ret_attempts instead of running the
+ * plugin. after() is called when the plugin returned for rec (whatever
+ * it answered; not after CRASHED). Both run on the consumer's thread for
+ * every record: they must be cheap. rec is borrowed for the call.
+ */
+enum consumer_guard_verdict {
+	CONSUMER_GUARD_RUN = 0,
+	CONSUMER_GUARD_CRASHED,
+};
+
+struct consumer_guard_ops {
+	enum consumer_guard_verdict (*before)(void *ctx, const struct kl_transform_record *rec,
+					      uint32_t *ret_attempts);
+	void (*after)(void *ctx, const struct kl_transform_record *rec);
+};
+
+struct consumer_guard {
+	const struct consumer_guard_ops *ops;   /* NULL: no guard */
+	void *ctx;
+};
+
 /* ------------------------------------------------------------ config */
 
 /* Defaults (kinlake.conf's consumer section uses the same values). */
@@ -159,6 +187,7 @@ struct consumer_deps {
 	struct record_sink sink;
 	struct xform *xform;            /* used only by the consumer's thread while it runs */
 	const struct consumer_clock *clock;  /* NULL: the real clock */
+	struct consumer_guard guard;    /* optional; needs the sink's push_crashed */
 };
 
 /* ------------------------------------------------------------ states, metrics */
@@ -197,6 +226,7 @@ struct consumer_metrics {
 	uint64_t hash_range_dropped_records;     /* user records inside those */
 	uint64_t esn_filtered;          /* user records at or below the resume point */
 	uint64_t plugin_ok, plugin_dropped, plugin_failed;
+	uint64_t plugin_crashed;        /* not run: the guard said CRASHED (push_crashed) */
 	uint64_t pushed;                /* records the sink took */
 	uint64_t push_retries;          /* refusals by the sink (record offered again) */
 	uint64_t blocked_waits;         /* waits because the sink was blocked */

@@ -19,6 +19,8 @@
  *    release the lease.
  *  - abandon() drops open work without checkpointing (lease lost, or no
  *    time left at shutdown); a later owner rebuilds it from Kinesis.
+ *  - push_crashed() (optional) takes the place of push() for a record the
+ *    plugin is not run on because it crashed the worker too often.
  *  - resume_after() is where reading must restart: records with an ESN at
  *    or below it have been delivered (the sink may also be rebuilding an
  *    intent left by a previous owner; it then wants the records after the
@@ -44,6 +46,14 @@ struct record_sink_ops {
 	void (*abandon)(void *ctx);
 	/* Fills *ret with the ESN after which reading resumes. */
 	void (*resume_after)(void *ctx, struct lease_esn *ret);
+	/*
+	 * Optional (NULL: not supported). Takes a record that the plugin is
+	 * not run on because it crashed the worker attempts times (the
+	 * poison-record path, consumer_guard in consumer.h) into the error
+	 * output, with its original data. Otherwise exactly like push().
+	 */
+	enum kl_err (*push_crashed)(void *ctx, const struct kl_transform_record *rec,
+				    uint32_t attempts, struct kl_errinfo *info);
 };
 
 /* A sink: borrowed ops and the context they are called with. */

@@ -42,6 +42,7 @@
 #include "lease_store_ddb.h"
 #include "log.h"
 #include "notify.h"
+#include "poison.h"
 #include "spool.h"
 #include "util.h"
 #include "xform.h"
@@ -214,6 +215,13 @@ static enum kl_err cs_delete(void *ctx, const char *key, uint64_t counter, struc
 	return count(&CS(ctx)->k, lease_store_delete(CS(ctx)->inner, key, counter, info));
 }
 
+static enum kl_err cs_set_extra(void *ctx, const char *key, const char *name, const char *expected,
+				const char *value, struct kl_errinfo *info)
+{
+	return count(&CS(ctx)->k, lease_store_set_extra(CS(ctx)->inner, key, name, expected, value,
+							  info));
+}
+
 static void cs_destroy(void *ctx)
 {
 	(void)ctx; /* the wrapper is owned by worker_main; the inner store too */
@@ -234,6 +242,7 @@ static const struct lease_store_ops counting_store_ops = {
 	.update_meta = cs_update_meta,
 	.delete_lease = cs_delete,
 	.destroy = cs_destroy,
+	.set_extra = cs_set_extra,
 };
 
 static void counting_store_init(struct counting_store *cs, struct lease_store *inner)
@@ -1030,6 +1039,9 @@ struct daemon {
 	struct aws_client_config s3_cfg;
 	struct counting_store store;    /* the DynamoDB store, counted */
 	struct counting_source source;  /* ListShards, counted */
+	struct poison_marks *marks;     /* what each shard thread's plugin has (poison.h) */
+	struct poison_crash *crashes;   /* the last run died on these; published at start */
+	size_t n_crashes;
 };
 
 static void daemon_aws_stats(void *ctx, struct metrics_aws *aws)
@@ -1167,6 +1179,16 @@ static void ss_resume_after(void *ctx, struct lease_esn *ret)
 	s->inner.ops->resume_after(s->inner.ctx, ret);
 }
 
+static enum kl_err ss_push_crashed(void *ctx, const struct kl_transform_record *rec,
+				   uint32_t attempts, struct kl_errinfo *info)
+{
+	struct stat_sink *s = ctx;
+	enum kl_err err = s->inner.ops->push_crashed(s->inner.ctx, rec, attempts, info);
+
+	stat_sink_publish(s, false);
+	return err;
+}
+
 static const struct record_sink_ops stat_sink_ops = {
 	.push = ss_push,
 	.blocked = ss_blocked,
@@ -1174,6 +1196,7 @@ static const struct record_sink_ops stat_sink_ops = {
 	.flush = ss_flush,
 	.abandon = ss_abandon,
 	.resume_after = ss_resume_after,
+	.push_crashed = ss_push_crashed,
 };
 
 /* Runs one shard: its own Kinesis and S3 clients, delivery and consumer. */
@@ -1191,6 +1214,8 @@ static enum consumer_state daemon_run_shard(void *ctx, struct worker_shard *ws)
 	struct consumer_deps deps = { 0 };
 	struct consumer *c = NULL;
 	struct stat_sink ss = { 0 };
+	struct poison_guard_config pc = { 0 };
+	struct poison_guard *pg = NULL;
 	struct kl_errinfo info = { 0 };
 	enum consumer_state final = CONSUMER_ABANDONED;
 	char why[512], buf[400];
@@ -1238,6 +1263,20 @@ static enum consumer_state daemon_run_shard(void *ctx, struct worker_shard *ws)
 	deps.sink.ctx = &ss;
 	consumer_lease_coord(worker_shard_coord(ws), &deps.lease);
 	deps.xform = worker_shard_ctx(ws);
+	/* Records that crashed the plugin poison.max_crashes times skip it. */
+	pc.key = g->key;
+	pc.worker_id = cfg->worker_id;
+	pc.max_crashes = (uint32_t)cfg->poison.max_crashes;
+	pc.journal = dm->journal;
+	pc.store = &dm->store.pub;
+	pc.marks = dm->marks;
+	pc.checkpoint = g->checkpoint;
+	err = poison_guard_new(&pc, &pg, &info);
+	if (err) {
+		snprintf(why, sizeof(why), "%s", kl_errinfo_format(err, &info, buf, sizeof(buf)));
+		goto fail;
+	}
+	poison_guard_consumer(pg, &deps.guard);
 	cc.shard_id = g->key;
 	cc.lease_token = g->token;
 	cc.checkpoint = g->checkpoint;
@@ -1258,12 +1297,14 @@ static enum consumer_state daemon_run_shard(void *ctx, struct worker_shard *ws)
 	stat_sink_publish(&ss, true);
 	worker_shard_attach(ws, NULL);
 	consumer_free(c);
+	poison_guard_free(pg);
 	delivery_free(d);
 	aws_client_done(&s3);
 	aws_client_done(&kin);
 	return final;
 fail:
 	worker_shard_failed(ws, why);
+	poison_guard_free(pg);
 	delivery_free(d);
 	aws_client_done(&s3);
 	aws_client_done(&kin);
@@ -1272,6 +1313,8 @@ fail:
 
 static void daemon_done(struct daemon *d)
 {
+	poison_marks_close(d->marks);
+	free(d->crashes);
 	xform_free(d->root);
 	xform_plugin_free(d->plugin);
 	keytmpl_free(d->data_tmpl);
@@ -1341,6 +1384,16 @@ static int daemon_init(struct daemon *d, const struct kl_config *cfg)
 		log_warnx("journal: %s was damaged (%s): moved to %s, starting a new one; the lease "
 			  "table still knows every intent", path, journal_moved_reason(d->journal),
 			  journal_moved_aside(d->journal));
+	/* Before any plugin runs: which records did the last run die on? */
+	snprintf(path, sizeof(path), "%s/" POISON_MARKS_FILE, cfg->state_dir);
+	err = poison_marks_open(path, (uint32_t)cfg->consumer.threads, &d->marks, &d->crashes,
+				&d->n_crashes, &info);
+	if (err) {
+		log_errorx("%s", kl_errinfo_format(err, &info, buf, sizeof(buf)));
+		return -1;
+	}
+	poison_count_crashes(d->journal, d->crashes, d->n_crashes, (uint32_t)cfg->poison.max_crashes);
+	poison_handler_install();
 	err = keytmpl_compile(cfg->s3.prefix, KEYTMPL_DATA, &d->data_tmpl, &info);
 	if (!err)
 		err = keytmpl_compile(cfg->s3.error_prefix, KEYTMPL_ERROR, &d->error_tmpl, &info);
@@ -1550,6 +1603,9 @@ int worker_main(int argc, char **argv)
 	lease_shards_kinesis_source(src, &shards);
 	counting_store_init(&dm.store, store);
 	counting_source_init(&dm.source, &shards);
+	/* Before this worker takes any lease: other workers must learn of the
+	 * crashes found at start-up when they take those shards. */
+	poison_publish_crashes(&dm.store.pub, cfg->worker_id, dm.crashes, dm.n_crashes);
 
 	cfg_lease_coord_config(cfg, &wo.lease);
 	wo.max_threads = (uint32_t)cfg->consumer.threads;

@@ -93,6 +93,7 @@ enum stmt_id {
 	ST_CRASH_GET,
 	ST_CRASH_CLEAR_ONE,
 	ST_CRASH_CLEAR_SHARD,
+	ST_CRASH_LIST,
 	ST_VERSION,
 	ST_COUNT,
 };
@@ -140,6 +141,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_CRASH_GET] = "SELECT count FROM crash_counter WHERE shard_id = ?1 AND seq = ?2 AND sub = ?3",
 	[ST_CRASH_CLEAR_ONE] = "DELETE FROM crash_counter WHERE shard_id = ?1 AND seq = ?2 AND sub = ?3",
 	[ST_CRASH_CLEAR_SHARD] = "DELETE FROM crash_counter WHERE shard_id = ?1",
+	[ST_CRASH_LIST] = "SELECT seq, sub, count FROM crash_counter WHERE shard_id = ?1 LIMIT ?2",
 	[ST_VERSION] = "SELECT version FROM schema_version",
 };
 
@@ -1165,4 +1167,60 @@ enum kl_err journal_crash_clear(struct journal *j, const char *shard_id, const s
 		err = db_error(j, info, rc, "clearing crash counters");
 	pthread_mutex_unlock(&j->mu);
 	return err;
+}
+
+static int crash_entry_cmp(const void *a, const void *b)
+{
+	return esn_cmp(&((const struct journal_crash *)a)->esn, &((const struct journal_crash *)b)->esn);
+}
+
+enum kl_err journal_crash_list(struct journal *j, const char *shard_id,
+			       struct journal_crash **ret_list, size_t *ret_n, struct kl_errinfo *info)
+{
+	enum kl_err err = crash_args(shard_id, NULL, false, info);
+	struct journal_crash *list = NULL;
+	size_t n = 0;
+	sqlite3_stmt *s;
+	int rc;
+
+	if (err)
+		return err;
+	pthread_mutex_lock(&j->mu);
+	s = stmt(j, ST_CRASH_LIST);
+	bind_text(s, 1, shard_id);
+	sqlite3_bind_int64(s, 2, JOURNAL_MAX_CRASHES);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *seq = (const char *)sqlite3_column_text(s, 0);
+		struct journal_crash *c;
+
+		if (!list) {
+			list = calloc(JOURNAL_MAX_CRASHES, sizeof(*list));
+			if (!list) {
+				err = kl_errinfo_set(info, KL_ENOMEM, "journal: out of memory");
+				break;
+			}
+		}
+		c = &list[n];
+		/* A row that is not an ESN (written by hand?) is skipped. */
+		if (!seq || esn_set(seq, (uint64_t)sqlite3_column_int64(s, 1), &c->esn, NULL) != KL_OK)
+			continue;
+		c->count = (uint32_t)sqlite3_column_int64(s, 2);
+		n++;
+	}
+	if (!err && rc != SQLITE_DONE)
+		err = db_error(j, info, rc, "listing crash counters");
+	sqlite3_reset(s);
+	pthread_mutex_unlock(&j->mu);
+	if (err || !n) {
+		free(list);
+		list = NULL;
+		n = 0;
+	}
+	if (err)
+		return err;
+	if (n > 1)
+		qsort(list, n, sizeof(*list), crash_entry_cmp);
+	*ret_list = list;
+	*ret_n = n;
+	return KL_OK;
 }

@@ -162,6 +162,25 @@ enum kl_err journal_crash_get(struct journal *j, const char *shard_id, const str
 enum kl_err journal_crash_clear(struct journal *j, const char *shard_id, const struct esn *esn,
 				struct kl_errinfo *info);
 
+/* One crash counter, as listed. */
+struct journal_crash {
+	struct esn esn;
+	uint32_t count;
+};
+
+/* Rows journal_crash_list() returns at most (more would mean a plugin that
+ * crashes on everything: the rest wait for the next call). */
+#define JOURNAL_MAX_CRASHES 256
+
+/*
+ * Every crash counter of shard_id (at most JOURNAL_MAX_CRASHES), sorted by
+ * ESN. On KL_OK *ret_list (NULL when there are none; free() it) and *ret_n
+ * are set. KL_EINVAL without a shard id; KL_EIO / KL_ETIMEOUT / KL_ENOMEM.
+ */
+enum kl_err journal_crash_list(struct journal *j, const char *shard_id,
+			       struct journal_crash **ret_list, size_t *ret_n,
+			       struct kl_errinfo *info);
+
 /* "open", "intent", "uploaded", "committed". Static string. */
 const char *journal_state_name(enum journal_state state);
 

@@ -1874,6 +1874,13 @@ static void sink_resume_after(void *ctx, struct lease_esn *ret)
 	delivery_resume_after(ctx, ret);
 }
 
+/* The poison-record path: the default message, attempts as counted. */
+static enum kl_err sink_push_crashed(void *ctx, const struct kl_transform_record *rec,
+				     uint32_t attempts, struct kl_errinfo *info)
+{
+	return delivery_push_error(ctx, rec, ERRREC_PLUGIN_CRASH, NULL, attempts, info);
+}
+
 static const struct record_sink_ops delivery_sink_ops = {
 	.push = sink_push,
 	.blocked = sink_blocked,
@@ -1881,6 +1888,7 @@ static const struct record_sink_ops delivery_sink_ops = {
 	.flush = sink_flush,
 	.abandon = sink_abandon,
 	.resume_after = sink_resume_after,
+	.push_crashed = sink_push_crashed,
 };
 
 void delivery_sink(struct delivery *d, struct record_sink *ret)

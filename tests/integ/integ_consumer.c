@@ -204,7 +204,7 @@ static void cs_resume_after(void *ctx, struct lease_esn *ret)
 }
 
 static const struct record_sink_ops cs_ops = {
-	cs_push, cs_blocked, cs_tick, cs_flush, cs_abandon, cs_resume_after,
+	cs_push, cs_blocked, cs_tick, cs_flush, cs_abandon, cs_resume_after, NULL, /* push_crashed */
 };
 
 static size_t seen_count(void)

@@ -495,7 +495,7 @@ static void ts_resume_after(void *ctx, struct lease_esn *ret)
 }
 
 static const struct record_sink_ops ts_ops = {
-	ts_push, ts_blocked, ts_tick, ts_flush, ts_abandon, ts_resume_after,
+	ts_push, ts_blocked, ts_tick, ts_flush, ts_abandon, ts_resume_after, NULL, /* push_crashed */
 };
 
 /* ------------------------------------------------------------ fixture */

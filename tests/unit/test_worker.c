@@ -154,6 +154,7 @@ static int64_t run_until(struct wk *ks, size_t n, int64_t ms, bool (*done)(struc
 {
 	int64_t t0 = kl_mono_ms();
 
+	ms *= kl_test_slowdown();
 	while (kl_mono_ms() - t0 < ms) {
 		/* As worker_main does: once a stopping worker's threads have
 		 * ended, release what is left (and stop taking). */
