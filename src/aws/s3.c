@@ -5,12 +5,14 @@
  * same single read of the range), response headers and XML bodies.
  * Invariants: no call keeps state between calls (the caller owns part
  * tables and upload ids); a file body is only ever held one chunk at a
- * time; ret_* outputs are written only when the call succeeds.
+ * time; ret_* outputs are written only when the call succeeds. The only
+ * threads are s3_upload_file()'s part uploaders, joined before it returns.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1196,46 +1198,216 @@ static uint64_t choose_part_size(uint64_t len, uint64_t requested)
 	return size;
 }
 
+/*
+ * What the part uploaders of one multipart upload share. Parts are handed
+ * out in order from next; slot parts[i] is written only by whoever took
+ * part i, and read only after every uploader has finished.
+ */
+struct mp_job {
+	const char *bucket;
+	const char *key;
+	const char *upload_id;
+	int fd;
+	uint64_t offset;                   /* of the object in fd */
+	uint64_t len;
+	uint64_t part_size;
+	const struct s3_put_opts *put;
+	struct s3_part *parts;
+	size_t n_parts;
+	pthread_mutex_t lock;              /* guards the fields below */
+	size_t next;                       /* next part index to hand out */
+	enum kl_err err;                   /* first failure; KL_OK while none */
+	struct kl_errinfo info;            /* its details */
+};
+
+/* One extra uploader thread and the client it alone uses. */
+struct mp_uploader {
+	struct mp_job *job;
+	struct aws_client client;
+	pthread_t thread;
+	int started;
+};
+
+/* Uploads part i of job on c; info gets the details of a failure. */
+static enum kl_err mp_upload_one(struct mp_job *job, struct aws_client *c, size_t i,
+				 struct kl_errinfo *info)
+{
+	uint64_t off = (uint64_t)i * job->part_size;
+	uint64_t plen = job->len - off < job->part_size ? job->len - off : job->part_size;
+
+	return s3_upload_part(c, job->bucket, job->key, job->upload_id, (int)i + 1, job->fd,
+			      job->offset + off, plen, job->put, &job->parts[i], info);
+}
+
+/*
+ * Takes parts of job until none is left or one has failed (its own or
+ * another uploader's: then no new part is started). The first failure is
+ * recorded in job. At most one part in flight per caller, which is what
+ * bounds memory to one read chunk per uploader.
+ */
+static void mp_take_parts(struct mp_job *job, struct aws_client *c)
+{
+	for (;;) {
+		struct kl_errinfo part_info = { 0 };
+		enum kl_err err;
+		size_t i;
+
+		pthread_mutex_lock(&job->lock);
+		if (job->err || job->next >= job->n_parts) {
+			pthread_mutex_unlock(&job->lock);
+			return;
+		}
+		i = job->next++;
+		pthread_mutex_unlock(&job->lock);
+		err = mp_upload_one(job, c, i, &part_info);
+		if (err) {
+			pthread_mutex_lock(&job->lock);
+			if (!job->err) {
+				job->err = err;
+				job->info = part_info;
+			}
+			pthread_mutex_unlock(&job->lock);
+			return;
+		}
+	}
+}
+
+static void *mp_uploader_main(void *arg)
+{
+	struct mp_uploader *u = arg;
+
+	mp_take_parts(u->job, &u->client);
+	return NULL;
+}
+
+/* Frees what s3_upload_file()'s extra uploaders hold (joined already). */
+static void mp_uploaders_free(struct mp_uploader *ups, unsigned n)
+{
+	if (!ups)
+		return;
+	for (unsigned t = 0; t < n; t++)
+		aws_client_done(&ups[t].client);
+	free(ups);
+}
+
+/*
+ * n extra uploaders with a client each, threads not started yet. Done
+ * before CreateMultipartUpload so that this failing leaves nothing to
+ * abort.
+ */
+static enum kl_err mp_uploaders_new(unsigned n, const struct aws_client_config *cfg,
+				    struct creds_chain *creds, struct mp_uploader **ret_ups,
+				    struct kl_errinfo *info)
+{
+	struct mp_uploader *ups = calloc(n, sizeof(*ups));
+	enum kl_err err;
+
+	if (!ups)
+		return kl_errinfo_set(info, KL_ENOMEM, "s3: no memory for %u part uploaders", n);
+	for (unsigned t = 0; t < n; t++) {
+		err = aws_client_init(&ups[t].client, cfg, creds);
+		if (err) {
+			mp_uploaders_free(ups, n);   /* zeroed clients are safe to done */
+			return kl_errinfo_set(info, err, "s3: cannot set up part uploader %u: %s",
+					      t + 1, kl_strerror(err));
+		}
+	}
+	*ret_ups = ups;
+	return KL_OK;
+}
+
+/*
+ * Uploads job's parts: on c alone in order when there are no extra
+ * uploaders, else on c (in this thread) and n_ups threads at once.
+ */
+static enum kl_err mp_upload_parts(struct mp_job *job, struct aws_client *c,
+				   struct mp_uploader *ups, unsigned n_ups,
+				   struct kl_errinfo *info)
+{
+	enum kl_err err = KL_OK;
+	int rc;
+
+	if (n_ups == 0) {
+		/* Exactly the historical sequential path: info gets the details. */
+		for (size_t i = 0; i < job->n_parts && !err; i++)
+			err = mp_upload_one(job, c, i, info);
+		return err;
+	}
+	for (unsigned t = 0; t < n_ups; t++) {
+		ups[t].job = job;
+		rc = pthread_create(&ups[t].thread, NULL, mp_uploader_main, &ups[t]);
+		if (rc != 0) {
+			/* Fewer threads only means less overlap; the rest still works. */
+			log_debug("s3: cannot start part uploader %u: %s; going on with %u",
+				  t + 1, strerror(rc), t);
+			break;
+		}
+		ups[t].started = 1;
+	}
+	mp_take_parts(job, c);
+	for (unsigned t = 0; t < n_ups; t++)
+		if (ups[t].started)
+			pthread_join(ups[t].thread, NULL);
+	if (job->err && info)
+		*info = job->info;
+	return job->err;
+}
+
 static enum kl_err upload_multipart(struct aws_client *c, const char *bucket, const char *key,
 				    int fd, uint64_t offset, uint64_t len,
-				    const struct s3_put_opts *put, uint64_t part_size,
+				    const struct s3_upload_opts *opts, uint64_t part_size,
 				    struct s3_put_result *ret_result, struct kl_errinfo *info)
 {
 	size_t n_parts = (size_t)((len + part_size - 1) / part_size);
 	struct s3_part *parts = calloc(n_parts, sizeof(*parts));
+	struct mp_uploader *ups = NULL;
+	unsigned n_ups = 0;
 	char *upload_id = NULL;
+	struct mp_job job;
 	enum kl_err err;
 
 	if (!parts)
 		return kl_errinfo_set(info, KL_ENOMEM, "s3: no memory for %zu parts", n_parts);
-	err = s3_create_multipart(c, bucket, key, put, &upload_id, info);
-	if (err) {
-		free(parts);
-		return err;
+	if (opts->parallel > 1)
+		n_ups = (unsigned)(n_parts < opts->parallel ? n_parts : opts->parallel) - 1;
+	if (n_ups > 0) {
+		err = mp_uploaders_new(n_ups, opts->client_cfg, opts->creds, &ups, info);
+		if (err) {
+			free(parts);
+			return err;
+		}
 	}
-	/*
-	 * Sequential for now. Parallel uploaders would share this loop's
-	 * index and write parts[i] from their own clients: the slots are
-	 * disjoint and s3_upload_part() keeps no state.
-	 */
-	for (size_t i = 0; i < n_parts && !err; i++) {
-		uint64_t off = (uint64_t)i * part_size;
-		uint64_t plen = len - off < part_size ? len - off : part_size;
-		err = s3_upload_part(c, bucket, key, upload_id, (int)i + 1, fd, offset + off, plen,
-				     put, &parts[i], info);
+	err = s3_create_multipart(c, bucket, key, &opts->put, &upload_id, info);
+	if (!err) {
+		memset(&job, 0, sizeof(job));
+		job.bucket = bucket;
+		job.key = key;
+		job.upload_id = upload_id;
+		job.fd = fd;
+		job.offset = offset;
+		job.len = len;
+		job.part_size = part_size;
+		job.put = &opts->put;
+		job.parts = parts;
+		job.n_parts = n_parts;
+		pthread_mutex_init(&job.lock, NULL);
+		err = mp_upload_parts(&job, c, ups, n_ups, info);
+		pthread_mutex_destroy(&job.lock);
+		if (!err)
+			err = s3_complete_multipart(c, bucket, key, upload_id, parts, n_parts,
+						    ret_result, info);
+		if (err) {
+			/* Keep the first error in info; the abort's own outcome is only
+			 * worth a debug line (the upload is abandoned either way). */
+			struct kl_errinfo abort_info = { 0 };
+			enum kl_err aerr = s3_abort_multipart(c, bucket, key, upload_id, &abort_info);
+			if (aerr)
+				log_debug("s3: abandoning upload %s of %s/%s: abort failed: %s %s",
+					  upload_id, bucket, key, kl_strerror(aerr),
+					  abort_info.aws_code);
+		}
 	}
-	if (!err)
-		err = s3_complete_multipart(c, bucket, key, upload_id, parts, n_parts, ret_result,
-					    info);
-	if (err) {
-		/* Keep the first error in info; the abort's own outcome is only
-		 * worth a debug line (the upload is abandoned either way). */
-		struct kl_errinfo abort_info = { 0 };
-		enum kl_err aerr = s3_abort_multipart(c, bucket, key, upload_id, &abort_info);
-		if (aerr)
-			log_debug("s3: abandoning upload %s of %s/%s: abort failed: %s %s", upload_id,
-				  bucket, key, kl_strerror(aerr), abort_info.aws_code);
-	}
+	mp_uploaders_free(ups, n_ups);
 	free(upload_id);
 	free(parts);
 	return err;
@@ -1262,9 +1434,14 @@ enum kl_err s3_upload_file(struct aws_client *c, const char *bucket, const char 
 	if (len > S3_MAX_OBJECT_SIZE)
 		return kl_errinfo_set(info, KL_EINVAL,
 				      "s3: object of %" PRIu64 " bytes is over the 5 TiB limit", len);
+	if (opts->parallel > S3_MAX_PARALLEL ||
+	    (opts->parallel > 1 && (!opts->client_cfg || !opts->creds)))
+		return kl_errinfo_set(info, KL_EINVAL,
+				      "s3: %u parallel part uploads need a client config and "
+				      "credentials (and at most %d)", opts->parallel, S3_MAX_PARALLEL);
 	if (len <= threshold)
 		return s3_put_object_file(c, bucket, key, fd, offset, len, &opts->put, ret_result,
 					  info);
-	return upload_multipart(c, bucket, key, fd, offset, len, &opts->put,
+	return upload_multipart(c, bucket, key, fd, offset, len, opts,
 				choose_part_size(len, part_size), ret_result, info);
 }

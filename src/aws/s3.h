@@ -250,20 +250,41 @@ enum kl_err s3_abort_multipart(struct aws_client *c, const char *bucket, const c
 
 /* ---------------------------------------------------------- convenience */
 
+/* Most parts s3_upload_file() has in flight at once (s3_upload_opts.parallel). */
+#define S3_MAX_PARALLEL 64
+
 struct s3_upload_opts {
 	struct s3_put_opts put;            /* type, encoding, metadata, signing */
 	uint64_t multipart_threshold;      /* single PUT up to this; 0 = 16 MiB */
 	uint64_t part_size;                /* >= 5 MiB; 0 = 16 MiB; grown when the
 					      file would need > 10000 parts */
+	/*
+	 * Parts uploaded at once, 1..S3_MAX_PARALLEL; 0 or 1 = one after
+	 * another on the caller's client. With parallel > 1 the call starts
+	 * parallel - 1 threads (fewer when there are fewer parts), each with
+	 * its own struct aws_client made from client_cfg and creds for the
+	 * duration of the call; both are borrowed and required then.
+	 */
+	unsigned parallel;
+	const struct aws_client_config *client_cfg;  /* service "s3" */
+	struct creds_chain *creds;         /* shared; thread-safe */
 };
 
 /*
  * Uploads len bytes of fd from offset as bucket/key: one PutObject when
  * len <= threshold, else a multipart upload whose parts are streamed from
- * the file one after another (memory use: one read chunk plus the part
- * table, 10000 * sizeof(struct s3_part) at most). If any step of a
- * multipart upload fails the upload is aborted before returning the first
- * error. opts NULL = defaults. ret_result as for s3_put_object().
+ * the file (memory use: one read chunk per part in flight plus the part
+ * table, 10000 * sizeof(struct s3_part) at most). Parts go one after
+ * another, or up to opts->parallel at a time, each from its own client,
+ * finishing in any order; CompleteMultipartUpload lists them in order.
+ * Create, complete and abort run on c in the calling thread. If any step
+ * of a multipart upload fails for good, no new part is started, the parts
+ * in flight are waited for, and the upload is aborted before returning
+ * the first error (info: that error's details). opts NULL = defaults.
+ * ret_result as for s3_put_object(). Thread-safe as long as c is the
+ * calling thread's own and fd is not shared with a writer; the extra
+ * clients never outlive the call. KL_EINVAL when parallel > 1 comes
+ * without client_cfg/creds or above S3_MAX_PARALLEL.
  */
 enum kl_err s3_upload_file(struct aws_client *c, const char *bucket, const char *key,
 			   int fd, uint64_t offset, uint64_t len,

@@ -1237,6 +1237,9 @@ static enum consumer_state daemon_run_shard(void *ctx, struct worker_shard *ws)
 	ds3.bucket = cfg->s3.bucket;
 	ds3.multipart_threshold = (uint64_t)cfg->s3.multipart_threshold;
 	ds3.part_size = (uint64_t)cfg->s3.part_size;
+	ds3.upload_threads = (unsigned)cfg->s3.upload_threads;
+	ds3.client_cfg = &dm->s3_cfg;
+	ds3.creds = dm->creds;
 	delivery_s3_uploader(&ds3, &dopts.uploader);
 	dopts.grant = g;
 	dopts.coord = worker_shard_coord(ws);

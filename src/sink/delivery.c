@@ -587,6 +587,9 @@ static enum kl_err s3_up_upload(void *ctx, const struct delivery_upload *up,
 	o.put.unsigned_payload = s3->unsigned_payload;
 	o.multipart_threshold = s3->multipart_threshold;
 	o.part_size = s3->part_size;
+	o.parallel = s3->upload_threads;
+	o.client_cfg = s3->client_cfg;
+	o.creds = s3->creds;
 	err = s3_upload_file(s3->client, s3->bucket, up->key, fd, 0, up->bytes, &o, &res, info);
 	close(fd);
 	if (err)

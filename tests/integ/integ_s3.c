@@ -6,12 +6,15 @@
  * byte; listings are walked page by page. Exits 77 when the emulator is
  * not there. When moto is running too (KL_TEST_MOTO_ENDPOINT), a second
  * suite repeats the core calls against it, because moto checks SigV4
- * signatures and s3rver does not. Run:
+ * signatures and s3rver does not. The parallel multipart tests put
+ * tests/tools/faultproxy in front of s3rver to slow, hold or fail parts.
+ * Run:
  *   tests/emu/emulators.sh [--no-moto] -- ./tests/integ/integ_s3
  */
 #include "config.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +23,7 @@
 
 #include "aws.h"
 #include "creds.h"
+#include "faultctl.h"
 #include "http.h"
 #include "s3.h"
 #include "testutil.h"
@@ -31,6 +35,7 @@
 static struct {
 	struct creds_chain *creds;
 	struct aws_client c;
+	struct aws_client_config cfg;      /* c's, straight to s3rver */
 	/* moto: only set up when KL_TEST_MOTO_ENDPOINT is there */
 	const char *moto_endpoint;
 	struct creds_chain *moto_creds;
@@ -305,6 +310,202 @@ static void test_multipart_abort(void)
 	struct s3_object_info obj = { 0 };
 	CU_ASSERT_EQUAL(s3_head_object(&fx.c, BUCKET, "mp/abandoned", &obj, &info), KL_ENOTFOUND);
 	free(upload_id);
+	close(src);
+}
+
+/* ------------------------------------------------ parallel multipart */
+
+/* 24 MiB + a tail: five 5 MiB parts, the last one short. */
+#define PAR_LEN (((uint64_t)24 << 20) + 4321)
+#define PAR_PART ((uint64_t)5 << 20)
+#define PAR_PARTS 5
+
+/* A proxy in front of s3rver and a client (3 attempts a call) through it. */
+struct par_fx {
+	struct faultctl *fp;
+	struct aws_client_config cfg;
+	struct aws_client c;
+};
+
+static void par_setup(struct par_fx *p)
+{
+	memset(p, 0, sizeof(*p));
+	CU_ASSERT_EQUAL_FATAL(faultctl_start(fx.cfg.endpoint, &p->fp), KL_OK);
+	p->cfg = fx.cfg;
+	p->cfg.endpoint = faultctl_url(p->fp);
+	p->cfg.retry.max_attempts = 3;
+	CU_ASSERT_EQUAL_FATAL(aws_client_init(&p->c, &p->cfg, fx.creds), KL_OK);
+}
+
+static void par_teardown(struct par_fx *p)
+{
+	aws_client_done(&p->c);
+	CU_ASSERT_EQUAL(faultctl_stop(p->fp), 0);
+}
+
+static struct s3_upload_opts par_opts(struct par_fx *p, unsigned parallel)
+{
+	struct s3_upload_opts o = {
+		.multipart_threshold = PAR_PART, .part_size = PAR_PART,
+		.parallel = parallel, .client_cfg = &p->cfg, .creds = fx.creds,
+	};
+	return o;
+}
+
+static uint64_t counter(struct par_fx *p, const char *section, const char *name,
+			const char *field)
+{
+	uint64_t v = UINT64_MAX;
+
+	CU_ASSERT_EQUAL(faultctl_counter(p->fp, section, name, field, &v), KL_OK);
+	return v;
+}
+
+/* Uploads src as key with opts, reads it back and compares; returns the ms taken. */
+static long par_upload_checked(struct par_fx *p, const char *key, int src,
+			       const struct s3_upload_opts *o)
+{
+	struct s3_put_result res;
+	struct kl_errinfo info;
+	int dst = empty_file();
+	long t0 = (long)kl_mono_ms(), ms;
+	enum kl_err err;
+
+	err = s3_upload_file(&p->c, BUCKET, key, src, 0, PAR_LEN, o, &res, &info);
+	ms = (long)kl_mono_ms() - t0;
+	report("upload_file (parallel)", err, &info);
+	CU_ASSERT_EQUAL(err, KL_OK);
+	CU_ASSERT_EQUAL(res.n_parts, PAR_PARTS);
+	err = s3_get_object_to_fd(&fx.c, BUCKET, key, dst, NULL, &info);
+	CU_ASSERT_EQUAL(err, KL_OK);
+	CU_ASSERT_TRUE(same_bytes(dst, src, 0, PAR_LEN));
+	close(dst);
+	return ms;
+}
+
+/* With every UploadPart delayed 300 ms, four at a time beats one at a time. */
+static void test_multipart_parallel_delay(void)
+{
+	struct par_fx p;
+	struct s3_upload_opts one, four;
+	int src = pattern_file((size_t)PAR_LEN);
+	long ms1, ms4;
+
+	par_setup(&p);
+	one = par_opts(&p, 1);
+	four = par_opts(&p, 4);
+	CU_ASSERT_EQUAL_FATAL(faultctl_set_rules(p.fp, "slow op=S3.UploadPart action=delay ms=300"),
+			      KL_OK);
+	ms1 = par_upload_checked(&p, "mp/par-1", src, &one);
+	ms4 = par_upload_checked(&p, "mp/par-4", src, &four);
+	fprintf(stderr, "\n  %d parts, UploadPart delayed 300 ms: parallel=1 %ld ms, "
+		"parallel=4 %ld ms\n", PAR_PARTS, ms1, ms4);
+	CU_ASSERT_EQUAL(counter(&p, "rules", "slow", "faults"), 2 * PAR_PARTS);
+	/* One at a time cannot beat the sum of the delays ... */
+	CU_ASSERT_TRUE(ms1 >= PAR_PARTS * 300);
+	/* ... four at a time pays two waves of delay (600 ms), not five:
+	 * require at least half the 900 ms that overlap ideally saves. */
+	CU_ASSERT_TRUE(ms4 + 450 <= ms1);
+	par_teardown(&p);
+	close(src);
+}
+
+struct par_bg {
+	struct aws_client *c;
+	const struct s3_upload_opts *o;
+	int src;
+	enum kl_err err;
+	struct s3_put_result res;
+	struct kl_errinfo info;
+};
+
+static void *par_bg_main(void *arg)
+{
+	struct par_bg *b = arg;
+
+	b->err = s3_upload_file(b->c, BUCKET, "mp/par-held", b->src, 0, PAR_LEN, b->o, &b->res,
+				&b->info);
+	return NULL;
+}
+
+/*
+ * Holding every UploadPart at the proxy: exactly 4 parts reach it at once
+ * (overlap), and no 5th is sent while they are held (the bound).
+ */
+static void test_multipart_parallel_bound(void)
+{
+	struct par_fx p;
+	struct s3_upload_opts o;
+	struct par_bg b = { 0 };
+	pthread_t t;
+	int src = pattern_file((size_t)PAR_LEN);
+	int dst = empty_file();
+
+	par_setup(&p);
+	o = par_opts(&p, 4);
+	CU_ASSERT_EQUAL_FATAL(faultctl_set_rules(p.fp, "h op=S3.UploadPart action=hold max=4"),
+			      KL_OK);
+	b.c = &p.c;
+	b.o = &o;
+	b.src = src;
+	CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, par_bg_main, &b), 0);
+	CU_ASSERT_EQUAL(faultctl_wait_held(p.fp, "h", 4, 20000), KL_OK);
+	usleep(300 * 1000);   /* time for a 5th part to show up if it were sent */
+	CU_ASSERT_EQUAL(counter(&p, "rules", "h", "held"), 4);
+	CU_ASSERT_EQUAL(counter(&p, "ops", "S3.UploadPart", "requests"), 4);
+	CU_ASSERT_EQUAL(faultctl_release(p.fp, "h", 0, NULL), KL_OK);
+	pthread_join(t, NULL);
+	report("upload_file (held)", b.err, &b.info);
+	CU_ASSERT_EQUAL(b.err, KL_OK);
+	CU_ASSERT_EQUAL(b.res.n_parts, PAR_PARTS);
+	CU_ASSERT_EQUAL(counter(&p, "ops", "S3.UploadPart", "requests"), PAR_PARTS);
+	CU_ASSERT_EQUAL(s3_get_object_to_fd(&fx.c, BUCKET, "mp/par-held", dst, NULL, &b.info),
+			KL_OK);
+	CU_ASSERT_TRUE(same_bytes(dst, src, 0, PAR_LEN));
+	par_teardown(&p);
+	close(dst);
+	close(src);
+}
+
+/*
+ * Part 1 fails every attempt while parts 2-4 are slow: the upload stops
+ * handing out parts (5 is never sent), waits for 2-4, aborts, never
+ * completes, and returns part 1's error.
+ */
+static void test_multipart_parallel_failure(void)
+{
+	struct par_fx p;
+	struct s3_upload_opts o;
+	struct s3_object_info obj = { 0 };
+	struct s3_put_result res;
+	struct kl_errinfo info = { 0 };
+	int src = pattern_file((size_t)PAR_LEN);
+	enum kl_err err;
+
+	par_setup(&p);
+	o = par_opts(&p, 4);
+	CU_ASSERT_EQUAL_FATAL(faultctl_set_rules(p.fp,
+		"p5 op=S3.UploadPart query=partNumber=5 action=delay ms=1\n"
+		"bad op=S3.UploadPart query=partNumber=1& action=s3-500\n"
+		"slow op=S3.UploadPart action=delay ms=1000"), KL_OK);
+	err = s3_upload_file(&p.c, BUCKET, "mp/par-failed", src, 0, PAR_LEN, &o, &res, &info);
+	CU_ASSERT_NOT_EQUAL(err, KL_OK);
+	CU_ASSERT_EQUAL(info.http_status, 500);
+	CU_ASSERT_STRING_EQUAL(info.aws_code, "InternalError");
+	CU_ASSERT_EQUAL(counter(&p, "rules", "bad", "faults"), 3);      /* all attempts */
+	CU_ASSERT_EQUAL(counter(&p, "rules", "slow", "faults"), 3);     /* parts 2-4 */
+	CU_ASSERT_EQUAL(counter(&p, "rules", "p5", "matched"), 0);
+	CU_ASSERT_EQUAL(counter(&p, "ops", "S3.CompleteMultipartUpload", "requests"), 0);
+	CU_ASSERT_EQUAL(counter(&p, "ops", "S3.AbortMultipartUpload", "requests"), 1);
+	CU_ASSERT_EQUAL(s3_head_object(&fx.c, BUCKET, "mp/par-failed", &obj, &info), KL_ENOTFOUND);
+	s3_object_info_done(&obj);
+
+	/* A caller that forgets the client config gets KL_EINVAL, nothing sent. */
+	o.client_cfg = NULL;
+	err = s3_upload_file(&p.c, BUCKET, "mp/par-failed", src, 0, PAR_LEN, &o, &res, &info);
+	CU_ASSERT_EQUAL(err, KL_EINVAL);
+	CU_ASSERT_EQUAL(counter(&p, "ops", "S3.CreateMultipartUpload", "requests"), 1);
+	par_teardown(&p);
 	close(src);
 }
 
@@ -674,6 +875,9 @@ int main(void)
 		KL_TEST(test_put_file_range),
 		KL_TEST(test_multipart_12mib),
 		KL_TEST(test_multipart_abort),
+		KL_TEST(test_multipart_parallel_delay),
+		KL_TEST(test_multipart_parallel_bound),
+		KL_TEST(test_multipart_parallel_failure),
 		KL_TEST(test_overwrite_idempotent),
 		KL_TEST(test_list_pagination),
 		KL_TEST(test_not_found),
@@ -688,6 +892,7 @@ int main(void)
 	};
 	int rc;
 
+	fx.cfg = cfg;
 	if (http_global_init() != KL_OK || creds_chain_new(&cc, &fx.creds) != KL_OK ||
 	    aws_client_init(&fx.c, &cfg, fx.creds) != KL_OK) {
 		fprintf(stderr, "integ_s3: cannot set up the client\n");
