@@ -704,8 +704,12 @@ static void reap(struct worker *w)
 				break;
 			}
 			/* Ended on its own while still granted (should not
-			 * happen outside a stop): give the lease up. */
-			if (!w->stopping && ws->final != CONSUMER_DONE && ws->final != CONSUMER_LEASE_LOST &&
+			 * happen outside a stop): give the lease up. Not when
+			 * we stopped it because its grant had gone: a late
+			 * renew can make the lease valid again (same token),
+			 * and then the next poll simply runs it again. */
+			if (!w->stopping && !ws->loss_logged && ws->final != CONSUMER_DONE &&
+			    ws->final != CONSUMER_LEASE_LOST &&
 			    lease_coord_check(w->coord, key, ws->grant->token, NULL) != KL_ELEASE_LOST) {
 				add_failure(w, key, now);
 				release_lease(w, key, ws->grant->token, "consumer ended");

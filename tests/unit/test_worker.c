@@ -6,7 +6,9 @@
  * runs on two threads at once (across workers), two workers share four
  * shards, the thread cap caps held leases, a graceful stop hands every
  * lease over within a few scans, a shard that cannot start is released,
- * and the metrics of the core are valid Prometheus text.
+ * a shard stopped because its lease lapsed (and a late renew saved it)
+ * runs again instead of being released as failed, and the metrics of the
+ * core are valid Prometheus text.
  */
 #include "config.h"
 
@@ -18,6 +20,7 @@
 
 #include "buf.h"
 #include "lease.h"
+#include "lease_clock.h"
 #include "lease_store_mem.h"
 #include "log.h"
 #include "promcheck.h"
@@ -37,7 +40,11 @@ static struct {
 	atomic_int runs;
 } shard_stats[N_SHARDS];
 
-static atomic_int fail_ctx_for;   /* shard index whose context fails, -1 none */
+/* Shard index whose context fails on a worker started "broken", -1 none. */
+static atomic_int fail_ctx_for;
+/* Like the real consumer in a long S3 call: no lease checks while busy,
+ * and a stop request with no time left ends in ABANDONED after a while. */
+static atomic_bool busy_consumer;
 
 static int shard_index(const char *key)
 {
@@ -70,6 +77,16 @@ static enum consumer_state fake_run(void *ctx, struct worker_shard *ws)
 	for (int m = atomic_load(&shard_stats[i].max_running); now > m;)
 		if (atomic_compare_exchange_weak(&shard_stats[i].max_running, &m, now))
 			break;
+	while (atomic_load(&busy_consumer)) {
+		int64_t deadline;
+
+		if (worker_shard_stop_requested(ws, &deadline)) {
+			kl_sleep_ms(300);     /* the call in flight ends */
+			atomic_fetch_sub(&shard_stats[i].running, 1);
+			return CONSUMER_ABANDONED;
+		}
+		kl_sleep_ms(10);
+	}
 	for (;;) {
 		int64_t deadline;
 
@@ -91,8 +108,9 @@ static enum consumer_state fake_run(void *ctx, struct worker_shard *ws)
 static enum kl_err fake_ctx(void *ctx, const struct lease_grant *grant, void **ret_ctx,
 			    struct kl_errinfo *info)
 {
-	(void)ctx;
-	if (shard_index(grant->key) == atomic_load(&fail_ctx_for))
+	const bool *broken = ctx;
+
+	if (*broken && shard_index(grant->key) == atomic_load(&fail_ctx_for))
 		return kl_errinfo_set(info, KL_EPLUGIN, "injected failure");
 	*ret_ctx = NULL;
 	return KL_OK;
@@ -118,9 +136,11 @@ static void setup_table(void)
 		atomic_store(&shard_stats[i].runs, 0);
 	}
 	atomic_store(&fail_ctx_for, -1);
+	atomic_store(&busy_consumer, false);
 }
 
 struct wk {
+	bool broken;              /* fake_ctx fails fail_ctx_for here */
 	struct lease_store *store;
 	struct worker *w;
 	bool stopped;
@@ -131,8 +151,10 @@ static void start(struct wk *k, const char *id, uint32_t threads)
 	struct worker_opts o = { 0 };
 	struct worker_env env = { 0 };
 	struct kl_errinfo info = { 0 };
+	struct lease_clock real;
 
-	k->store = lease_store_mem_new(table, NULL);
+	lease_clock_real(&real);   /* latency faults sleep through it */
+	k->store = lease_store_mem_new(table, &real);
 	CU_ASSERT_FATAL(k->store != NULL);
 	o.lease.worker_id = id;
 	o.lease.failover_ms = FAILOVER_MS;
@@ -144,6 +166,7 @@ static void start(struct wk *k, const char *id, uint32_t threads)
 	env.store = k->store;
 	env.run_shard = fake_run;
 	env.new_shard_ctx = fake_ctx;
+	env.run_ctx = &k->broken;
 	CU_ASSERT_FATAL(worker_new(&o, &env, &k->w, &info) == KL_OK);
 	CU_ASSERT_FATAL(worker_start(k->w, &info) == KL_OK);
 	k->stopped = false;
@@ -233,7 +256,7 @@ static void test_share_and_graceful_handover(void)
 	worker_stop(ks[0].w, 1000);
 	handover = run_until(ks, 2, 5000, second_has_all);
 	CU_ASSERT(handover >= 0);
-	CU_ASSERT(handover < 3 * FAILOVER_MS);
+	CU_ASSERT(handover < 3 * FAILOVER_MS * kl_test_slowdown());
 	worker_free(ks[0].w);
 	lease_store_free(ks[0].store);
 	ks[0].w = NULL;
@@ -263,10 +286,12 @@ static void test_thread_cap_caps_leases(void)
 	lease_mem_table_free(table);
 }
 
+/* Shard 2 can only run on the second worker: its context fails on the first. */
 static bool failed_one_elsewhere(struct wk *ks, size_t n)
 {
+	(void)ks;
 	(void)n;
-	return running_in(&ks[0]) == 3 && atomic_load(&shard_stats[2].running) == 1;
+	return atomic_load(&shard_stats[2].running) == 1;
 }
 
 static void test_shard_that_cannot_start_is_released(void)
@@ -275,16 +300,68 @@ static void test_shard_that_cannot_start_is_released(void)
 
 	setup_table();
 	atomic_store(&fail_ctx_for, 2);
+	ks[0].broken = true;
 	start(&ks[0], "w-broken", 4);
 	run_until(ks, 1, 3 * FAILOVER_MS, NULL);
 	CU_ASSERT_EQUAL(running_in(&ks[0]), 3);
 	CU_ASSERT_EQUAL(atomic_load(&shard_stats[2].runs), 0);
-	/* Another worker, where the shard starts fine, takes it. */
-	atomic_store(&fail_ctx_for, -1);
+	/* Another worker, where the shard starts fine, takes it (however
+	 * the two then balance the other three). */
 	start(&ks[1], "w-fine", 4);
 	CU_ASSERT(run_until(ks, 2, 5000, failed_one_elsewhere) >= 0);
 	finish(&ks[0]);
 	finish(&ks[1]);
+	lease_mem_table_free(table);
+}
+
+static bool runs_one(struct wk *ks, size_t n)
+{
+	(void)n;
+	return running_in(&ks[0]) == 1 && total_running() == 1;
+}
+
+/*
+ * Slow lease calls make the held lease's validity lapse while a renew is
+ * in flight; the renew then lands and the lease is valid again (same
+ * token). The worker stops the shard when its grant disappears; the
+ * consumer, busy in a call, ends a little later as ABANDONED. That is not
+ * a failure of the shard: the worker must run it again, not release it
+ * and keep it in the failure cool-down (found by tests/chaos: a shard sat
+ * unprocessed for 30 s, taken and released every scan).
+ */
+static void test_lapse_and_late_renew_is_not_a_failure(void)
+{
+	struct wk ks[1] = { 0 };
+	struct lease_mem_faults slow = { 0 }, none = { 0 };
+	struct lease_mem_stats st;
+	int first = -1;
+
+	if (kl_test_slowdown() > 1) {
+		fprintf(stderr, "(timing-based; skipped under a slow runner) ");
+		return;
+	}
+	setup_table();
+	atomic_store(&busy_consumer, true);
+	start(&ks[0], "w-slow", 1);
+	CU_ASSERT_FATAL(run_until(ks, 1, 3000, runs_one) >= 0);
+	for (int i = 0; i < N_SHARDS; i++)
+		if (atomic_load(&shard_stats[i].running))
+			first = i;
+	/* Each renew and scan takes 240 ms: a renew is sent 480 ms after the
+	 * last one, whose validity ends 575 ms after it was sent, and lands
+	 * 240 ms later, so every cycle has a lapse that a late renew ends. */
+	slow.latency_ms = 240;
+	lease_store_mem_set_faults(ks[0].store, &slow);
+	run_until(ks, 1, 3000, NULL);
+	lease_store_mem_set_faults(ks[0].store, &none);
+	atomic_store(&busy_consumer, false);
+	/* Back to normal: the same worker runs the same shard again at once. */
+	CU_ASSERT(run_until(ks, 1, 4 * FAILOVER_MS, runs_one) >= 0);
+	CU_ASSERT(first >= 0 && atomic_load(&shard_stats[first].running) == 1);
+	CU_ASSERT(first >= 0 && atomic_load(&shard_stats[first].runs) > 1);
+	lease_store_mem_get_stats(ks[0].store, &st);
+	CU_ASSERT_EQUAL(st.applied[LEASE_MEM_OP_RELEASE], 0);
+	finish(&ks[0]);
 	lease_mem_table_free(table);
 }
 
@@ -318,6 +395,7 @@ int main(void)
 		KL_TEST(test_share_and_graceful_handover),
 		KL_TEST(test_thread_cap_caps_leases),
 		KL_TEST(test_shard_that_cannot_start_is_released),
+		KL_TEST(test_lapse_and_late_renew_is_not_a_failure),
 		KL_TEST(test_core_metrics_are_valid),
 		{ NULL, NULL },
 	};
