@@ -169,6 +169,10 @@ static const char *check_content_type(const char *v);
 static const char *check_profile(const char *v);
 static const char *check_url(const char *v);
 static const char *check_metrics_file(const char *v);
+static const char *check_opt_table_name(const char *v);
+static const char *check_agg_name(const char *v);
+static const char *check_agg_dimensions(const char *v);
+static const char *check_agg_measures(const char *v);
 
 static const struct cfg_key lease_keys[] = {
 	K_MS("failover_ms", lease.failover_ms, 0, 10000, 1000, 600000,
@@ -349,6 +353,30 @@ static const struct cfg_key poison_keys[] = {
 	{ NULL },
 };
 
+static const struct cfg_key aggregates_keys[] = {
+	K_STR("table", aggregates.table, 0, "", check_opt_table_name,
+	      "DynamoDB table of per-window aggregates for dashboards (README \"Aggregates\"); \"\" = off."),
+	K_SEC("window_seconds", aggregates.window_seconds, 0, 60, 1, 86400,
+	      "Tumbling window size, by event time."),
+	K_SEC("allowed_lateness_seconds", aggregates.allowed_lateness_seconds, 0, 60, 0, 86400,
+	      "A record that arrives (Kinesis arrival time) this long after its window ended is counted in 'late', not 'count'."),
+	K_STR("time_field", aggregates.time_field, 0, "timestamp", check_agg_name,
+	      "Output JSON field with the event time (ISO-8601 or epoch ms; a.b = nested); \"\" or unusable = the arrival time (also counted in 'untimed')."),
+	K_STR("dimensions", aggregates.dimensions, 0, "", check_agg_dimensions,
+	      "Comma-separated output JSON fields (a.b = nested) or plugin partition keys (key:NAME) to group by, e.g. \"page, action\"; required with a table."),
+	K_STR("measures", aggregates.measures, 0, "count", check_agg_measures,
+	      "Comma-separated measures besides the record count: \"count\", \"sum:FIELD\" (numeric field, 6 decimals)."),
+	K_INT("buckets", aggregates.buckets, 0, 4, 1, 1000,
+	      "Items per window and dimensions, one per shard group (shard number mod buckets), so a popular value is no hot key; a query sums them."),
+	K_INT("max_entries", aggregates.max_entries, 0, 10000, 10, 1000000,
+	      "Distinct (window, dimensions) per batch held in memory; reaching it seals the S3 batch early."),
+	K_SEC("flush_seconds", aggregates.flush_seconds, 0, 60, 1, 900,
+	      "With aggregates on, batches are sealed at least this often (the dashboard delay), even if s3.buffer_seconds is longer."),
+	K_BOOL("create_table", aggregates.create_table, 1,
+	       "Create the table (hash key pk, on-demand) when it is missing."),
+	{ NULL },
+};
+
 static const struct cfg_section lease_section = { "lease",
 	"Lease table coordination (KCL 2.x compatible).", lease_keys };
 static const struct cfg_section consumer_section = { "consumer",
@@ -375,6 +403,8 @@ static const struct cfg_section status_section = { "status",
 	"Thresholds of `kinlake status` (exit 1 warning, 2 critical).", status_keys };
 static const struct cfg_section poison_section = { "poison",
 	"Records that crash the plugin.", poison_keys };
+static const struct cfg_section aggregates_section = { "aggregates",
+	"Per-window aggregates of the delivered records in DynamoDB, exactly once.", aggregates_keys };
 
 static const struct cfg_key root_keys[] = {
 	K_STR("application", application, F_REQUIRED, NULL, check_table_name,
@@ -406,6 +436,7 @@ static const struct cfg_key root_keys[] = {
 	K_SECTION("metrics", metrics_section),
 	K_SECTION("status", status_section),
 	K_SECTION("poison", poison_section),
+	K_SECTION("aggregates", aggregates_section),
 	{ NULL },
 };
 
@@ -952,6 +983,90 @@ static const char *check_url(const char *v)
 	if (*p)
 		return "must be scheme://host[:port] without a path, query or user";
 	return NULL;
+}
+
+static const char *check_opt_table_name(const char *v)
+{
+	return *v ? check_table_name(v) : NULL;
+}
+
+/*
+ * The aggregates' list syntax. src/agg/agg.c parses the same grammar
+ * (agg_spec_parse_*) at start-up; the checks here keep libcfg free of the
+ * aggregates module. Names: 1..64 of A-Z a-z 0-9 _ . -
+ */
+static const char *agg_name_why(const char *s, size_t len)
+{
+	if (len == 0 || len > 64)
+		return "a name must be 1 to 64 characters";
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '.' && s[i] != '-')
+			return "a name may hold only letters, digits, '_', '.' and '-'";
+	return NULL;
+}
+
+static const char *check_agg_name(const char *v)
+{
+	return *v ? agg_name_why(v, strlen(v)) : NULL;
+}
+
+/* kind 'd': dimensions ([key:]NAME, at most 8), 'm': measures (count | sum:NAME, at most 8 sums). */
+static const char *agg_list_why(const char *v, char kind)
+{
+	const char *names[16];
+	size_t lens[16], n = 0;
+	const char *p = v;
+
+	if (!*v)
+		return NULL;
+	for (;;) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		const char *why;
+
+		while (len && (*p == ' ' || *p == '\t')) {
+			p++;
+			len--;
+		}
+		while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+			len--;
+		if (!len)
+			return "has an empty item";
+		if (kind == 'm' && len == 5 && memcmp(p, "count", 5) == 0)
+			goto next;
+		if (kind == 'm') {
+			if (len <= 4 || memcmp(p, "sum:", 4) != 0)
+				return "items must be \"count\" or \"sum:FIELD\"";
+			p += 4;
+			len -= 4;
+		} else if (len > 4 && memcmp(p, "key:", 4) == 0) {
+			p += 4;
+			len -= 4;
+		}
+		if ((why = agg_name_why(p, len)))
+			return why;
+		for (size_t i = 0; i < n; i++)
+			if (lens[i] == len && memcmp(names[i], p, len) == 0)
+				return "names a field twice";
+		if (n == 8)
+			return kind == 'm' ? "has more than 8 sums" : "has more than 8 dimensions";
+		names[n] = p;
+		lens[n++] = len;
+next:
+		if (!end)
+			return NULL;
+		p = end + 1;
+	}
+}
+
+static const char *check_agg_dimensions(const char *v)
+{
+	return agg_list_why(v, 'd');
+}
+
+static const char *check_agg_measures(const char *v)
+{
+	return agg_list_why(v, 'm');
 }
 
 static const char *check_metrics_file(const char *v)
@@ -1519,6 +1634,15 @@ static void cross_checks(struct ctx *x)
 {
 	struct kl_config *c = x->cfg;
 	char a[40], b[40];
+
+	/* Aggregates: dimensions go with a table. */
+	if (*c->aggregates.table && !*c->aggregates.dimensions &&
+	    !(c->doc && config_lookup(c->doc, "aggregates.dimensions")))  /* else reported above */
+		err_key(x, "aggregates.dimensions", "is needed when aggregates.table is set");
+	if (!*c->aggregates.table && *c->aggregates.dimensions)
+		err_key(x, "aggregates.dimensions", "is set but aggregates.table is empty (aggregates are off)");
+	if (*c->aggregates.table && strcmp(c->aggregates.table, c->application) == 0)
+		err_key(x, "aggregates.table", "is the lease table (application); use a table of its own");
 
 	/* Where to start. */
 	if (c->initial_position == CFG_INITIAL_AT_TIMESTAMP && !*c->initial_timestamp)

@@ -183,6 +183,20 @@ struct cfg_poison {
 	int64_t max_crashes;
 };
 
+/* Per-window aggregates in DynamoDB (src/agg/agg.h); off while table is "". */
+struct cfg_aggregates {
+	char *table;                    /* "" = off */
+	int64_t window_seconds;
+	int64_t allowed_lateness_seconds;
+	char *time_field;               /* "" = the Kinesis arrival time */
+	char *dimensions;               /* "page, action, key:dt" */
+	char *measures;                 /* "count, sum:price" */
+	int64_t buckets;
+	int64_t max_entries;
+	int64_t flush_seconds;
+	bool create_table;
+};
+
 struct kl_config {
 	char *path;                     /* the file it was loaded from; "" for defaults */
 	char *application;
@@ -207,6 +221,7 @@ struct kl_config {
 	struct cfg_metrics metrics;
 	struct cfg_status status;
 	struct cfg_poison poison;
+	struct cfg_aggregates aggregates;
 	config_t *doc;                  /* owned: the parsed file (plugin.settings
 					 * points into it); NULL for defaults */
 };

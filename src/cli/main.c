@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "athena.h"
 #include "cfg.h"
 #include "demo.h"
 #include "plugin_cmd.h"
@@ -35,6 +36,7 @@ static const struct subcommand {
 	{ "check-config", cfg_check_main, "check-config [-c FILE] [--dump]  validate the configuration" },
 	{ "plugin", plugin_cmd_main, "plugin list | plugin test NAME|PATH [--config FILE] [--binary]" },
 	{ "demo", demo_main, "demo produce --stream NAME ...   write demo clickstream to a stream" },
+	{ "athena-ddl", athena_main, "athena-ddl [-c FILE] [--table T] ...  print the Athena tables (projection)" },
 	{ "version", version_main, "version                          print the version" },
 	{ "help", help_main, "help                             this list" },
 };

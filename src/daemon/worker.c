@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agg.h"
 #include "cfg.h"
 #include "consumer_kinesis.h"
 #include "creds.h"
@@ -1046,6 +1047,9 @@ struct daemon {
 	struct poison_marks *marks;     /* what each shard thread's plugin has (poison.h) */
 	struct poison_crash *crashes;   /* the last run died on these; published at start */
 	size_t n_crashes;
+	bool agg_on;                    /* aggregates.table is set */
+	struct agg_spec agg_spec;       /* read-only once parsed */
+	struct aws_client_config ddb_cfg;
 };
 
 static void daemon_aws_stats(void *ctx, struct metrics_aws *aws)
@@ -1223,11 +1227,17 @@ static enum consumer_state daemon_run_shard(void *ctx, struct worker_shard *ws)
 	struct kl_errinfo info = { 0 };
 	enum consumer_state final = CONSUMER_ABANDONED;
 	char why[512], buf[400];
+	struct aws_client ddbc = { 0 };
+	struct agg_ddb adb = { 0 };
+	struct agg_writer aw;
+	struct agg *ag = NULL;
 	enum kl_err err;
 
 	err = aws_client_init(&kin, &dm->kinesis_cfg, dm->creds);
 	if (!err)
 		err = aws_client_init(&s3, &dm->s3_cfg, dm->creds);
+	if (!err && dm->agg_on)
+		err = aws_client_init(&ddbc, &dm->ddb_cfg, dm->creds);
 	if (err) {
 		snprintf(why, sizeof(why), "AWS client: %s", kl_strerror(err));
 		goto fail;
@@ -1257,6 +1267,20 @@ static enum consumer_state daemon_run_shard(void *ctx, struct worker_shard *ws)
 	dopts.buffer_records = (uint64_t)cfg->s3.buffer_records;
 	dopts.buffer_ms = cfg->s3.buffer_seconds * 1000;
 	dopts.report = daemon_report;
+	if (dm->agg_on) {
+		/* Aggregates of each batch, applied before its checkpoint. */
+		adb.client = &ddbc;
+		adb.table = cfg->aggregates.table;
+		agg_ddb_writer(&adb, &aw);
+		err = agg_new(&dm->agg_spec, g->key, &aw, &ag, &info);
+		if (err) {
+			snprintf(why, sizeof(why), "aggregates: %s", kl_errinfo_format(err, &info, buf, sizeof(buf)));
+			goto fail;
+		}
+		agg_delivery_hook(ag, &dopts.hook);
+		if (dopts.buffer_ms > cfg->aggregates.flush_seconds * 1000)
+			dopts.buffer_ms = cfg->aggregates.flush_seconds * 1000;
+	}
 	err = delivery_new(&dopts, &d, &info);
 	if (err) {
 		snprintf(why, sizeof(why), "delivery: %s", kl_errinfo_format(err, &info, buf, sizeof(buf)));
@@ -1306,6 +1330,8 @@ static enum consumer_state daemon_run_shard(void *ctx, struct worker_shard *ws)
 	consumer_free(c);
 	poison_guard_free(pg);
 	delivery_free(d);
+	agg_free(ag);
+	aws_client_done(&ddbc);
 	aws_client_done(&s3);
 	aws_client_done(&kin);
 	return final;
@@ -1313,6 +1339,8 @@ fail:
 	worker_shard_failed(ws, why);
 	poison_guard_free(pg);
 	delivery_free(d);
+	agg_free(ag);
+	aws_client_done(&ddbc);
 	aws_client_done(&s3);
 	aws_client_done(&kin);
 	return final;
@@ -1370,6 +1398,24 @@ static int daemon_init(struct daemon *d, const struct kl_config *cfg)
 	}
 	cfg_aws_client_config(cfg, CFG_SERVICE_KINESIS, &d->kinesis_cfg);
 	cfg_aws_client_config(cfg, CFG_SERVICE_S3, &d->s3_cfg);
+	cfg_aws_client_config(cfg, CFG_SERVICE_DYNAMODB, &d->ddb_cfg);
+	if (cfg->aggregates.table[0]) {
+		struct agg_spec *as = &d->agg_spec;
+
+		as->window_ms = cfg->aggregates.window_seconds * 1000;
+		as->lateness_ms = cfg->aggregates.allowed_lateness_seconds * 1000;
+		snprintf(as->time_field, sizeof(as->time_field), "%s", cfg->aggregates.time_field);
+		as->buckets = (uint32_t)cfg->aggregates.buckets;
+		as->max_entries = (size_t)cfg->aggregates.max_entries;
+		err = agg_spec_parse_dims(cfg->aggregates.dimensions, as, &info);
+		if (!err)
+			err = agg_spec_parse_measures(cfg->aggregates.measures, as, &info);
+		if (err) {
+			log_errorx("aggregates: %s", info.message);
+			return -1;
+		}
+		d->agg_on = true;
+	}
 	cfg_spool_opts(cfg, &d->spool);
 	snprintf(d->spool_dir, sizeof(d->spool_dir), "%s/spool", cfg->state_dir);
 	if (make_dirs(d->spool_dir, 0750) != 0) {
@@ -1597,6 +1643,19 @@ int worker_main(int argc, char **argv)
 	if (err) {
 		log_errorx("lease: table '%s': %s", cfg->application, kl_errinfo_format(err, &info, buf, sizeof(buf)));
 		goto out;
+	}
+	if (dm.agg_on && cfg->aggregates.create_table) {
+		struct aws_client ac = { 0 };
+
+		err = aws_client_init(&ac, &dm.ddb_cfg, dm.creds);
+		if (!err)
+			err = agg_ensure_table(&ac, cfg->aggregates.table, 120000, &info);
+		aws_client_done(&ac);
+		if (err) {
+			log_errorx("aggregates: table '%s': %s", cfg->aggregates.table,
+				   kl_errinfo_format(err, &info, buf, sizeof(buf)));
+			goto out;
+		}
 	}
 	cfg_aws_client_config(cfg, CFG_SERVICE_KINESIS, &kin_cfg);
 	kc.stream = cfg->stream;

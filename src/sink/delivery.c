@@ -41,6 +41,7 @@ enum phase {
 	PH_UPLOAD,     /* upload every object */
 	PH_DELETE,     /* delete stale objects of a recorded intent */
 	PH_COMMIT,     /* checkpoint, journal committed, spools removed */
+	PH_HOOK,       /* between DELETE and COMMIT: the hook's apply() (aggregates) */
 };
 
 enum part_kind {
@@ -128,6 +129,7 @@ struct delivery {
 	struct kl_rng rng;
 	void (*report)(void *ctx, enum log_level level, const char *msg);
 	void *report_ctx;
+	struct delivery_hook hook;     /* ops NULL = none */
 
 	/* where the shard stands */
 	struct lease_esn checkpoint;   /* committed */
@@ -644,6 +646,8 @@ static void batch_reset(struct delivery *d, bool remove_files)
 	free(b->parts);
 	free_strv(b->stale, b->n_stale);
 	buf_done(&b->state);
+	if (d->hook.ops)
+		d->hook.ops->reset(d->hook.ctx);
 	memset(b, 0, sizeof(*b));
 	buf_init(&b->state, DELIVERY_STATE_MAX + 64);
 }
@@ -1155,7 +1159,28 @@ static enum kl_err step_delete(struct delivery *d, struct kl_errinfo *info)
 		d->st.stale_deleted++;
 		b->next_stale++;
 	}
-	b->phase = PH_COMMIT;
+	b->phase = d->hook.ops ? PH_HOOK : PH_COMMIT;
+	return KL_OK;
+}
+
+/*
+ * HOOK: the batch's contributions to the hook (aggregates), after every
+ * object is in S3 and before the checkpoint; idempotent per end ESN, so a
+ * retry or a rebuild by the next owner applies nothing twice.
+ */
+static enum kl_err step_hook(struct delivery *d, struct kl_errinfo *info)
+{
+	enum kl_err err = check_lease(d, info);
+
+	if (err)
+		return err;
+	err = d->hook.ops->apply(d->hook.ctx, &d->b.last, info);
+	if (err) {
+		d->fail_kind = FAIL_OTHER;
+		note_error(d, err, info);
+		return err;
+	}
+	d->b.phase = PH_COMMIT;
 	return KL_OK;
 }
 
@@ -1234,6 +1259,9 @@ static enum kl_err drive(struct delivery *d, struct kl_errinfo *info)
 			break;
 		case PH_DELETE:
 			err = step_delete(d, info);
+			break;
+		case PH_HOOK:
+			err = step_hook(d, info);
 			break;
 		case PH_COMMIT:
 			err = step_commit(d, info);
@@ -1491,7 +1519,8 @@ static bool seal_due(const struct delivery *d, const struct esn *e)
 	if (d->rebuilding)
 		return esn_cmp(e, &d->rebuild_end) >= 0;
 	return b->raw_bytes >= d->buffer_bytes ||
-	       (d->buffer_records && b->records >= d->buffer_records);
+	       (d->buffer_records && b->records >= d->buffer_records) ||
+	       (d->hook.ops && d->hook.ops->full(d->hook.ctx));
 }
 
 /* Writes one error record for rec into the error part of its type. */
@@ -1691,6 +1720,16 @@ static enum kl_err push_common(struct delivery *d, const struct kl_transform_rec
 				d->b.raw_bytes += o->len + d->delim_len;
 				d->st.records_out++;
 				d->st.bytes_out += o->len + d->delim_len;
+				/* The output is in the batch: so is its contribution
+				 * (a resumed partial record starts after it). */
+				if (d->hook.ops) {
+					err = d->hook.ops->add(d->hook.ctx, rec, o, info);
+					if (err) {
+						if (pl.out_part != out_part_small)
+							free(pl.out_part);
+						return broken(d, err, info);
+					}
+				}
 			}
 		}
 		if (pl.out_part != out_part_small)
@@ -1792,6 +1831,17 @@ enum kl_err delivery_flush(struct delivery *d, struct kl_errinfo *info)
 			return err;
 	}
 	/* While rebuilding with nothing taken yet the intent stays for the next owner. */
+	if (d->b.pushed && d->rebuilding && d->hook.ops) {
+		/*
+		 * With a hook, too, whatever was rebuilt: the recorded batch may
+		 * have been applied in part by its first owner, and committing
+		 * a shorter batch would make the rest be applied again under a
+		 * later end ESN. The next owner rebuilds the whole intent.
+		 */
+		say(d, LOG_LEVEL_INFO, "delivery: shard '%s': leaving the pending intent up to %s/%"
+		    PRIu64 " to the next owner", d->shard_id, d->rebuild_end.seq, d->rebuild_end.sub);
+		return KL_OK;
+	}
 	if (d->b.pushed)
 		return seal_and_drive(d, info);
 	return KL_OK;
@@ -2063,7 +2113,8 @@ static enum kl_err recover(struct delivery *d, const struct lease_grant *g, stru
 		struct lease_esn row_last;
 
 		kl_errinfo_clear(&ri);
-		if (has_intent && d->have_recorded && !adopted) {
+		/* A hook needs the records themselves: no spool shortcut then. */
+		if (has_intent && d->have_recorded && !adopted && !d->hook.ops) {
 			err = row_usable(d, row, &end, &d->recorded, &ri);
 			if (err == KL_OK) {
 				err = adopt_row(d, row, &d->recorded, info);
@@ -2132,6 +2183,9 @@ enum kl_err delivery_new(const struct delivery_opts *opts, struct delivery **ret
 	    !opts->data_tmpl || !opts->error_tmpl || !opts->uploader.ops ||
 	    !opts->uploader.ops->upload || !opts->uploader.ops->remove)
 		return kl_errinfo_set(info, KL_EINVAL, "delivery: missing option");
+	if (opts->hook.ops && (!opts->hook.ops->add || !opts->hook.ops->full ||
+			       !opts->hook.ops->apply || !opts->hook.ops->reset))
+		return kl_errinfo_set(info, KL_EINVAL, "delivery: incomplete hook");
 	if (opts->max_partitions > DELIVERY_MAX_PARTITIONS)
 		return kl_errinfo_set(info, KL_EINVAL, "delivery: max_partitions %u is above %u",
 				      opts->max_partitions, DELIVERY_MAX_PARTITIONS);
@@ -2197,6 +2251,7 @@ enum kl_err delivery_new(const struct delivery_opts *opts, struct delivery **ret
 		kl_rng_seed(&d->rng);
 	d->report = opts->report;
 	d->report_ctx = opts->report_ctx;
+	d->hook = opts->hook;
 	buf_init(&d->scratch, SCRATCH_CAP);
 	buf_init(&d->b.state, DELIVERY_STATE_MAX + 64);
 	d->checkpoint = opts->grant->checkpoint;

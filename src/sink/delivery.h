@@ -234,6 +234,35 @@ struct delivery_stats {
 	char last_error[320];          /* the last failure seen, "" if none */
 };
 
+/*
+ * Optional second output fed by each batch (src/agg/agg.h: the DynamoDB
+ * aggregates). add() gets every data output right after it was written to
+ * a data spool of the open batch (so it sees exactly the records of the
+ * batch's data objects; error records are not passed); a failure there
+ * makes the open batch broken (re-read from the checkpoint). full() asks
+ * for the open batch to be sealed after the current record (never while
+ * rebuilding: the intent's end decides then). apply() runs after the
+ * upload and before the checkpoint, with the batch's end ESN, and must be
+ * idempotent per end ESN (it is repeated after a failure, and a rebuild of
+ * the batch by any owner calls it again); reset() forgets the batch
+ * (committed or dropped). With a hook the same-host spool shortcut is not
+ * used (the records must be re-read to feed add()), and flush() while
+ * rebuilding a recorded intent leaves the intent to the next owner instead
+ * of committing part of it (a part would break apply()'s idempotence).
+ */
+struct delivery_hook_ops {
+	enum kl_err (*add)(void *ctx, const struct kl_transform_record *rec,
+			   const struct xform_output *o, struct kl_errinfo *info);
+	bool (*full)(void *ctx);
+	enum kl_err (*apply)(void *ctx, const struct esn *last, struct kl_errinfo *info);
+	void (*reset)(void *ctx);
+};
+
+struct delivery_hook {
+	const struct delivery_hook_ops *ops;   /* NULL = none */
+	void *ctx;
+};
+
 struct delivery_opts {
 	/*
 	 * The lease: borrowed for delivery_new() only (key, token, checkpoint
@@ -267,6 +296,9 @@ struct delivery_opts {
 	 */
 	void (*report)(void *ctx, enum log_level level, const char *msg);
 	void *report_ctx;
+	/* Optional (ops NULL = none): see struct delivery_hook. Borrowed; it
+	 * must outlive the delivery. Called from the delivery's thread. */
+	struct delivery_hook hook;
 };
 
 struct delivery;

@@ -715,3 +715,42 @@ bool keytmpl_is_full_key(const struct keytmpl *t)
 {
 	return t->full_key;
 }
+
+size_t keytmpl_part_count(const struct keytmpl *t)
+{
+	return t->n_toks;
+}
+
+bool keytmpl_part(const struct keytmpl *t, size_t i, struct keytmpl_part *ret_part)
+{
+	enum keytmpl_part_kind kind = KEYTMPL_PART_LITERAL;
+
+	if (i >= t->n_toks)
+		return false;
+	switch (t->toks[i].kind) {
+	case TOK_LIT: kind = KEYTMPL_PART_LITERAL; break;
+	case TOK_YEAR4: kind = KEYTMPL_PART_YEAR4; break;
+	case TOK_YEAR2: kind = KEYTMPL_PART_YEAR2; break;
+	case TOK_MONTH: kind = KEYTMPL_PART_MONTH; break;
+	case TOK_DAY: kind = KEYTMPL_PART_DAY; break;
+	case TOK_HOUR: kind = KEYTMPL_PART_HOUR; break;
+	case TOK_MINUTE: kind = KEYTMPL_PART_MINUTE; break;
+	case TOK_SECOND: kind = KEYTMPL_PART_SECOND; break;
+	case TOK_PARTITION: kind = KEYTMPL_PART_PARTITION; break;
+	case TOK_ERROR_TYPE: kind = KEYTMPL_PART_ERROR_TYPE; break;
+	case TOK_SHARD: kind = KEYTMPL_PART_SHARD; break;
+	case TOK_ESN_FIRST: kind = KEYTMPL_PART_ESN_FIRST; break;
+	case TOK_ESN_LAST: kind = KEYTMPL_PART_ESN_LAST; break;
+	case TOK_ESN_RANGE: kind = KEYTMPL_PART_ESN_RANGE; break;
+	}
+	ret_part->kind = kind;
+	ret_part->text = t->toks[i].s;
+	ret_part->len = t->toks[i].len;
+	ret_part->pos = t->toks[i].pos;
+	return true;
+}
+
+const char *keytmpl_text(const struct keytmpl *t)
+{
+	return t->text;
+}

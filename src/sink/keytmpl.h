@@ -116,4 +116,42 @@ bool keytmpl_has_timestamp(const struct keytmpl *t);
 /* True when the template names the object itself (has ESN expressions). */
 bool keytmpl_is_full_key(const struct keytmpl *t);
 
+
+/*
+ * The parts of a compiled template, in key order, for tools that describe
+ * the keys rather than render them (`kinlake athena-ddl`). A prefix
+ * template ends with the parts of the default object name (shard, "/",
+ * ESN range), so every template ends with its object name. Read-only.
+ */
+enum keytmpl_part_kind {
+	KEYTMPL_PART_LITERAL = 0,  /* text/len: literal bytes of the key */
+	KEYTMPL_PART_YEAR4,        /* yyyy */
+	KEYTMPL_PART_YEAR2,        /* yy */
+	KEYTMPL_PART_MONTH,        /* MM */
+	KEYTMPL_PART_DAY,          /* dd */
+	KEYTMPL_PART_HOUR,         /* HH */
+	KEYTMPL_PART_MINUTE,       /* mm */
+	KEYTMPL_PART_SECOND,       /* ss */
+	KEYTMPL_PART_PARTITION,    /* text: the partition key name */
+	KEYTMPL_PART_ERROR_TYPE,
+	KEYTMPL_PART_SHARD,
+	KEYTMPL_PART_ESN_FIRST,
+	KEYTMPL_PART_ESN_LAST,
+	KEYTMPL_PART_ESN_RANGE,
+};
+
+struct keytmpl_part {
+	enum keytmpl_part_kind kind;
+	const char *text;          /* LITERAL, PARTITION: NUL-terminated, owned by t */
+	size_t len;
+	size_t pos;                /* 1-based position in the template, for messages */
+};
+
+/* Number of parts, and part i (false when i is out of range). Thread-safe. */
+size_t keytmpl_part_count(const struct keytmpl *t);
+bool keytmpl_part(const struct keytmpl *t, size_t i, struct keytmpl_part *ret_part);
+
+/* The template as written. Owned by t. */
+const char *keytmpl_text(const struct keytmpl *t);
+
 #endif

@@ -1629,6 +1629,184 @@ static void test_bad_options(void)
 	env_done(&e);
 }
 
+/* ================================================================ the batch hook (aggregates) */
+
+/* A hook that records what the delivery tells it. */
+struct rec_hook {
+	struct env *e;
+	unsigned adds, open_adds;        /* all / of the open batch */
+	unsigned applies, resets;
+	unsigned applied_adds;           /* adds of the batches applied */
+	unsigned fail_applies;           /* fail this many apply() calls */
+	unsigned full_at;                /* full() once open_adds reaches it; 0 = never */
+	struct lease_esn last_end;       /* end of the last apply() */
+	bool checkpoint_before_end;      /* at every apply(), checkpoint < end */
+};
+
+static enum kl_err rh_add(void *ctx, const struct kl_transform_record *rec,
+			  const struct xform_output *o, struct kl_errinfo *info)
+{
+	struct rec_hook *h = ctx;
+
+	(void)rec;
+	(void)o;
+	(void)info;
+	h->adds++;
+	h->open_adds++;
+	return KL_OK;
+}
+
+static bool rh_full(void *ctx)
+{
+	struct rec_hook *h = ctx;
+
+	return h->full_at && h->open_adds >= h->full_at;
+}
+
+static enum kl_err rh_apply(void *ctx, const struct esn *last, struct kl_errinfo *info)
+{
+	struct rec_hook *h = ctx;
+	struct lease l = read_lease(h->e);
+	struct lease_esn end;
+
+	CU_ASSERT_EQUAL(lease_esn_parse(last->seq, last->sub, &end, NULL), KL_OK);
+	/* Before the checkpoint, with the intent of this very batch pending. */
+	if (l.checkpoint.kind == LEASE_ESN_SEQ && lease_esn_cmp(&l.checkpoint, &end) >= 0)
+		h->checkpoint_before_end = false;
+	if (l.pending.kind == LEASE_ESN_SEQ)
+		CU_ASSERT_EQUAL(lease_esn_cmp(&l.pending, &end), 0);
+	lease_done(&l);
+	h->applies++;
+	if (h->fail_applies) {
+		h->fail_applies--;
+		return kl_errinfo_set(info, KL_ETHROTTLED, "throttled (test)");
+	}
+	h->last_end = end;
+	h->applied_adds += h->open_adds;
+	return KL_OK;
+}
+
+static void rh_reset(void *ctx)
+{
+	struct rec_hook *h = ctx;
+
+	h->resets++;
+	h->open_adds = 0;
+}
+
+static const struct delivery_hook_ops rh_ops = { rh_add, rh_full, rh_apply, rh_reset };
+
+static void hook_init(struct env *e, struct rec_hook *h)
+{
+	memset(h, 0, sizeof(*h));
+	h->e = e;
+	h->checkpoint_before_end = true;
+	e->opts.hook.ops = &rh_ops;
+	e->opts.hook.ctx = h;
+}
+
+static void test_hook_applies_before_checkpoint(void)
+{
+	struct env e;
+	struct rec_hook h;
+	struct lease_esn want;
+
+	env_init(&e);
+	hook_init(&e, &h);
+	e.opts.buffer_records = 10;
+	open_delivery(&e);
+	push_range(&e, 0, 25);
+	CU_ASSERT_EQUAL(delivery_flush(e.d, NULL), KL_OK);
+	assert_checkpoint(&e, 24);
+	assert_ids(&e, 25, want_once);
+	CU_ASSERT_EQUAL(h.adds, 25);
+	CU_ASSERT_EQUAL(h.applied_adds, 25);
+	CU_ASSERT_EQUAL(h.applies, 3);        /* 0..9, 10..19, 20..24 */
+	CU_ASSERT_TRUE(h.checkpoint_before_end);
+	esn_of(24, &want);
+	CU_ASSERT_EQUAL(lease_esn_cmp(&h.last_end, &want), 0);
+	env_done(&e);
+}
+
+static void test_hook_full_seals_early(void)
+{
+	struct env e;
+	struct rec_hook h;
+
+	env_init(&e);
+	hook_init(&e, &h);
+	h.full_at = 4;
+	open_delivery(&e);
+	push_range(&e, 0, 10);
+	CU_ASSERT_EQUAL(h.applies, 2);        /* 0..3, 4..7 */
+	assert_checkpoint(&e, 7);
+	CU_ASSERT_EQUAL(delivery_flush(e.d, NULL), KL_OK);
+	assert_checkpoint(&e, 9);
+	CU_ASSERT_EQUAL(h.applied_adds, 10);
+	env_done(&e);
+}
+
+static void test_hook_failure_retries(void)
+{
+	struct env e;
+	struct rec_hook h;
+	struct delivery_stats st;
+
+	env_init(&e);
+	hook_init(&e, &h);
+	h.fail_applies = 2;
+	e.opts.buffer_records = 5;
+	open_delivery(&e);
+	push_range(&e, 0, 5);
+	CU_ASSERT_TRUE(delivery_blocked(e.d));
+	delivery_get_stats(e.d, &st);
+	CU_ASSERT_EQUAL(st.blocked, DELIVERY_BLOCKED_ERROR);
+	for (int i = 0; i < 10 && delivery_blocked(e.d); i++) {
+		run(&e, &e.w, 3000);   /* past the backoff (retry_base 1 s) */
+		delivery_tick(e.d, lease_clock_mono(&e.clock), NULL);
+	}
+	CU_ASSERT_FALSE(delivery_blocked(e.d));
+	CU_ASSERT_EQUAL(h.applies, 3);
+	assert_checkpoint(&e, 4);
+	env_done(&e);
+}
+
+/* With a hook, the same host rebuilds from the stream (the hook needs the
+ * records), and a flush in the middle of a rebuild leaves the intent. */
+static void test_hook_rebuilds_and_flush_leaves_intent(void)
+{
+	struct env e;
+	struct rec_hook h;
+	struct delivery_stats st;
+	struct lease l;
+
+	env_init(&e);
+	hook_init(&e, &h);
+	leave_pending_intent(&e, 1);
+	CU_ASSERT_EQUAL(h.applies, 0);
+	crash_and_take_over(&e, "A2", true);
+	delivery_get_stats(e.d, &st);
+	CU_ASSERT_EQUAL(st.spool_recoveries, 0);
+	CU_ASSERT_EQUAL(st.rebuilds, 1);
+	push_range(&e, 0, 5);
+	CU_ASSERT_EQUAL(delivery_flush(e.d, NULL), KL_OK);   /* graceful stop mid-rebuild */
+	CU_ASSERT_EQUAL(h.applies, 0);
+	l = read_lease(&e);
+	CU_ASSERT_EQUAL(l.pending.kind, LEASE_ESN_SEQ);       /* still there */
+	CU_ASSERT_NOT_EQUAL(l.checkpoint.kind, LEASE_ESN_SEQ);
+	lease_done(&l);
+	/* The next owner rebuilds the whole batch and applies it once. */
+	crash_and_take_over(&e, "B", false);
+	h.open_adds = 0;
+	push_range(&e, 0, 13);
+	CU_ASSERT_EQUAL(delivery_flush(e.d, NULL), KL_OK);
+	assert_checkpoint(&e, 12);
+	assert_ids(&e, 13, want_once);
+	CU_ASSERT_EQUAL(h.applies, 2);                        /* 0..9 (the intent), 10..12 */
+	CU_ASSERT_TRUE(h.checkpoint_before_end);
+	env_done(&e);
+}
+
 int main(void)
 {
 	static const struct kl_test tests[] = {
@@ -1654,6 +1832,10 @@ int main(void)
 		KL_TEST(test_broken_spool_stops_shard),
 		KL_TEST(test_order_and_skips),
 		KL_TEST(test_bad_options),
+		KL_TEST(test_hook_applies_before_checkpoint),
+		KL_TEST(test_hook_full_seals_early),
+		KL_TEST(test_hook_failure_retries),
+		KL_TEST(test_hook_rebuilds_and_flush_leaves_intent),
 		{ NULL, NULL },
 	};
 

@@ -1,0 +1,923 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * agg.c: per-window aggregates of a shard's S3 batches (see agg.h and the
+ * "Aggregates" section of the README for the exactly-once argument).
+ *
+ * An entry is one (window, dimension values) of the open batch with its
+ * counters; entries live in an array indexed by an open-addressing hash
+ * table, both freed at agg_reset(). Sums are kept in fixed point (10^-6
+ * units, int64), so they add up exactly, in the same order on a rebuild.
+ */
+#include "config.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "agg.h"
+#include "buf.h"
+#include "ddb.h"
+#include "delivery.h"
+#include "util.h"
+
+#define MICROS 1000000LL
+#define SUM_LIMIT 9000000000000LL      /* |value| accepted for a sum: 9e12 */
+
+struct entry {
+	int64_t window_ms;
+	char **values;                 /* n_dims, owned */
+	uint64_t hash;
+	uint64_t count, late, untimed;
+	int64_t sums[AGG_MAX_SUMS];    /* micro-units */
+	bool done;                     /* applied (or found applied) for this batch */
+};
+
+struct agg {
+	const struct agg_spec *spec;
+	const char *shard_id;
+	struct agg_writer writer;
+	uint32_t bucket;
+	char esn_attr[128];
+	json_tokener *tok;
+	bool need_json;
+
+	struct entry *entries;
+	size_t n, alloc;
+	size_t *slots;                 /* index + 1; 0 = empty */
+	size_t n_slots;                /* power of two */
+	struct agg_stats st;
+};
+
+/* ================================================================ spec */
+
+static bool name_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '_' || c == '.' || c == '-';
+}
+
+/*
+ * Calls item(ctx, text, len) for each comma-separated item of list, spaces
+ * around items trimmed. An empty item is an error.
+ */
+static enum kl_err each_item(const char *list, const char *what,
+			     enum kl_err (*item)(void *ctx, const char *s, size_t len,
+						 struct kl_errinfo *info),
+			     void *ctx, struct kl_errinfo *info)
+{
+	const char *p = list ? list : "";
+
+	for (;;) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		const char *s = p;
+		enum kl_err err;
+
+		while (len && (*s == ' ' || *s == '\t')) {
+			s++;
+			len--;
+		}
+		while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+			len--;
+		if (!len) {
+			if (!end && p == list && !*p)
+				return KL_OK;   /* the empty list */
+			return kl_errinfo_set(info, KL_ECONFIG, "%s: empty item in \"%s\"", what, list);
+		}
+		err = item(ctx, s, len, info);
+		if (err)
+			return err;
+		if (!end)
+			return KL_OK;
+		p = end + 1;
+	}
+}
+
+static enum kl_err check_name(const char *what, const char *s, size_t len, char *out,
+			      struct kl_errinfo *info)
+{
+	if (len == 0 || len > AGG_NAME_MAX)
+		return kl_errinfo_set(info, KL_ECONFIG, "%s: name '%.*s' must be 1 to %d characters",
+				      what, (int)len, s, AGG_NAME_MAX);
+	for (size_t i = 0; i < len; i++)
+		if (!name_char(s[i]))
+			return kl_errinfo_set(info, KL_ECONFIG, "%s: '%.*s': only letters, digits, '_',"
+					      " '.' and '-' are allowed in a name", what, (int)len, s);
+	memcpy(out, s, len);
+	out[len] = '\0';
+	return KL_OK;
+}
+
+static enum kl_err dim_item(void *ctx, const char *s, size_t len, struct kl_errinfo *info)
+{
+	struct agg_spec *spec = ctx;
+	struct agg_dim dim;
+	enum kl_err err;
+
+	memset(&dim, 0, sizeof(dim));
+	dim.kind = AGG_DIM_FIELD;
+	if (len > 4 && memcmp(s, "key:", 4) == 0) {
+		dim.kind = AGG_DIM_KEY;
+		s += 4;
+		len -= 4;
+	}
+	err = check_name("dimensions", s, len, dim.name, info);
+	if (err)
+		return err;
+	if (spec->n_dims == AGG_MAX_DIMS)
+		return kl_errinfo_set(info, KL_ECONFIG, "dimensions: at most %d", AGG_MAX_DIMS);
+	/* Both kinds share the attribute name dim_<name>: names are unique. */
+	for (size_t i = 0; i < spec->n_dims; i++)
+		if (strcmp(spec->dims[i].name, dim.name) == 0)
+			return kl_errinfo_set(info, KL_ECONFIG, "dimensions: '%s' is listed twice",
+					      dim.name);
+	spec->dims[spec->n_dims++] = dim;
+	return KL_OK;
+}
+
+enum kl_err agg_spec_parse_dims(const char *list, struct agg_spec *spec, struct kl_errinfo *info)
+{
+	enum kl_err err;
+
+	spec->n_dims = 0;
+	err = each_item(list, "dimensions", dim_item, spec, info);
+	if (!err && spec->n_dims == 0)
+		err = kl_errinfo_set(info, KL_ECONFIG, "dimensions: at least one is needed");
+	return err;
+}
+
+static enum kl_err measure_item(void *ctx, const char *s, size_t len, struct kl_errinfo *info)
+{
+	struct agg_spec *spec = ctx;
+	char name[AGG_NAME_MAX + 1];
+	enum kl_err err;
+
+	if (len == 5 && memcmp(s, "count", 5) == 0)
+		return KL_OK;
+	if (len <= 4 || memcmp(s, "sum:", 4) != 0)
+		return kl_errinfo_set(info, KL_ECONFIG, "measures: '%.*s' is neither \"count\" nor"
+				      " \"sum:FIELD\"", (int)len, s);
+	err = check_name("measures", s + 4, len - 4, name, info);
+	if (err)
+		return err;
+	for (size_t i = 0; i < spec->n_sums; i++)
+		if (strcmp(spec->sums[i], name) == 0)
+			return kl_errinfo_set(info, KL_ECONFIG, "measures: sum:%s is listed twice",
+					      name);
+	if (spec->n_sums == AGG_MAX_SUMS)
+		return kl_errinfo_set(info, KL_ECONFIG, "measures: at most %d sums", AGG_MAX_SUMS);
+	memcpy(spec->sums[spec->n_sums++], name, sizeof(name));
+	return KL_OK;
+}
+
+enum kl_err agg_spec_parse_measures(const char *list, struct agg_spec *spec,
+				    struct kl_errinfo *info)
+{
+	spec->n_sums = 0;
+	return each_item(list, "measures", measure_item, spec, info);
+}
+
+/* ================================================================ helpers */
+
+static uint64_t fnv1a(const void *data, size_t len, uint64_t h)
+{
+	const unsigned char *p = data;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+#define FNV_BASIS 0xcbf29ce484222325ULL
+
+uint32_t agg_bucket(const char *shard_id, uint32_t buckets)
+{
+	size_t len = strlen(shard_id), i = len;
+	uint64_t n = 0;
+
+	if (buckets <= 1)
+		return 0;
+	while (i > 0 && shard_id[i - 1] >= '0' && shard_id[i - 1] <= '9')
+		i--;
+	if (i == len || len - i > 18)
+		return (uint32_t)(fnv1a(shard_id, len, FNV_BASIS) % buckets);
+	for (; i < len; i++)
+		n = n * 10 + (uint64_t)(shard_id[i] - '0');
+	return (uint32_t)(n % buckets);
+}
+
+int64_t agg_window_start(int64_t t_ms, int64_t window_ms)
+{
+	int64_t q = t_ms / window_ms;
+
+	if (t_ms % window_ms < 0)
+		q--;
+	return q * window_ms;
+}
+
+static bool digits(const char *s, int n, int *ret)
+{
+	int v = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (s[i] - '0');
+	}
+	*ret = v;
+	return true;
+}
+
+bool agg_parse_time(const char *s, int64_t *ret_ms)
+{
+	struct tm tm;
+	int y, mo, d, h, mi, sec, oh = 0, om = 0, frac_ms = 0;
+	const char *p;
+	int64_t t;
+
+	if (!s || !*s)
+		return false;
+	if (s[0] >= '0' && s[0] <= '9' && !strchr(s, '-')) {
+		char *end;
+		long long v = strtoll(s, &end, 10);
+
+		if (*end || v < 0)
+			return false;
+		*ret_ms = v;
+		return true;
+	}
+	if (strlen(s) < 20 || !digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) ||
+	    s[7] != '-' || !digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+	    !digits(s + 11, 2, &h) || s[13] != ':' || !digits(s + 14, 2, &mi) || s[16] != ':' ||
+	    !digits(s + 17, 2, &sec))
+		return false;
+	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+		return false;
+	p = s + 19;
+	if (*p == '.') {
+		int n = 0;
+
+		for (p++; *p >= '0' && *p <= '9'; p++, n++)
+			if (n < 3)
+				frac_ms = frac_ms * 10 + (*p - '0');
+		if (n == 0)
+			return false;
+		for (; n < 3; n++)
+			frac_ms *= 10;
+	}
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if (*p == '+' || *p == '-') {
+		int sign = *p == '-' ? -1 : 1;
+
+		if (!digits(p + 1, 2, &oh))
+			return false;
+		if (p[3] == ':' && digits(p + 4, 2, &om))
+			p += 6;
+		else if (digits(p + 3, 2, &om))
+			p += 5;
+		else
+			return false;
+		if (oh > 23 || om > 59)
+			return false;
+		oh *= sign;
+		om *= sign;
+	} else {
+		return false;
+	}
+	if (*p)
+		return false;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec;
+	t = (int64_t)timegm(&tm);
+	t -= (int64_t)oh * 3600 + (int64_t)om * 60;
+	*ret_ms = t * 1000 + frac_ms;
+	return true;
+}
+
+static void format_window(int64_t window_ms, char *out, size_t out_size)
+{
+	time_t t = (time_t)(window_ms / 1000);
+	struct tm tm;
+
+	if (!gmtime_r(&t, &tm) || !strftime(out, out_size, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(out, out_size, "%" PRId64, window_ms / 1000);
+}
+
+enum kl_err agg_item_key(const char *window, const char *const *values, size_t n,
+			 uint32_t bucket, char *out, size_t out_size)
+{
+	size_t w = 0;
+	int k;
+
+#define PUT(c)                          \
+	do {                            \
+		if (w + 1 >= out_size)  \
+			return KL_EINVAL; \
+		out[w++] = (c);         \
+	} while (0)
+	for (const char *p = window; *p; p++)
+		PUT(*p);
+	for (size_t i = 0; i < n; i++) {
+		PUT('#');
+		for (const char *p = values[i]; *p; p++) {
+			if (*p == '%' || *p == '#') {
+				PUT('%');
+				PUT('2');
+				PUT(*p == '%' ? '5' : '3');
+			} else {
+				PUT(*p);
+			}
+		}
+	}
+#undef PUT
+	k = snprintf(out + w, out_size - w, "#b%" PRIu32, bucket);
+	if (k < 0 || (size_t)k >= out_size - w)
+		return KL_EINVAL;
+	return KL_OK;
+}
+
+void agg_format_micros(int64_t micros, char *out, size_t out_size)
+{
+	uint64_t a = micros < 0 ? (uint64_t)0 - (uint64_t)micros : (uint64_t)micros;
+	uint64_t ip = a / (uint64_t)MICROS, fp = a % (uint64_t)MICROS;
+	char frac[8];
+	int n;
+
+	if (!fp) {
+		snprintf(out, out_size, "%s%" PRIu64, micros < 0 ? "-" : "", ip);
+		return;
+	}
+	snprintf(frac, sizeof(frac), "%06" PRIu64, fp);
+	for (n = 6; n > 0 && frac[n - 1] == '0'; n--)
+		frac[n - 1] = '\0';
+	snprintf(out, out_size, "%s%" PRIu64 ".%s", micros < 0 ? "-" : "", ip, frac);
+}
+
+/*
+ * Copies v into out (AGG_VALUE_MAX + 1 bytes): invalid UTF-8 bytes become
+ * '?', and a value too long is cut at a character boundary.
+ */
+static void clean_value(const char *v, size_t len, char *out)
+{
+	size_t w = 0;
+
+	for (size_t i = 0; i < len;) {
+		size_t n = kl_utf8_seq_len((const unsigned char *)v + i, len - i);
+
+		if (n == 0 || (n == 1 && (unsigned char)v[i] < 0x20)) {
+			if (w + 1 > AGG_VALUE_MAX)
+				break;
+			out[w++] = '?';
+			i++;
+			continue;
+		}
+		if (w + n > AGG_VALUE_MAX)
+			break;
+		memcpy(out + w, v + i, n);
+		w += n;
+		i += n;
+	}
+	out[w] = '\0';
+	if (w == 0)
+		snprintf(out, AGG_VALUE_MAX + 1, "%s", "(empty)");
+}
+
+/* The value at a dotted path of obj, or NULL. */
+static json_object *get_path(json_object *obj, const char *path)
+{
+	char part[AGG_NAME_MAX + 1];
+	const char *p = path;
+
+	while (obj && json_object_is_type(obj, json_type_object)) {
+		const char *dot = strchr(p, '.');
+		size_t len = dot ? (size_t)(dot - p) : strlen(p);
+		json_object *v = NULL;
+
+		memcpy(part, p, len);
+		part[len] = '\0';
+		/* A field literally named "a.b" wins over the nested path. */
+		if (p == path && json_object_object_get_ex(obj, path, &v))
+			return v;
+		if (!json_object_object_get_ex(obj, part, &v))
+			return NULL;
+		if (!dot)
+			return v;
+		obj = v;
+		p = dot + 1;
+	}
+	return NULL;
+}
+
+static void value_text(json_object *v, char *out)
+{
+	const char *s;
+
+	if (!v) {
+		snprintf(out, AGG_VALUE_MAX + 1, "%s", AGG_NONE_VALUE);
+		return;
+	}
+	if (json_object_is_type(v, json_type_string)) {
+		clean_value(json_object_get_string(v), (size_t)json_object_get_string_len(v), out);
+		return;
+	}
+	s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+	clean_value(s, strlen(s), out);
+}
+
+/* A summable value in micro-units. */
+static bool sum_value(json_object *v, int64_t *ret)
+{
+	if (!v)
+		return false;
+	if (json_object_is_type(v, json_type_int)) {
+		int64_t i = json_object_get_int64(v);
+
+		if (i > SUM_LIMIT || i < -SUM_LIMIT)
+			return false;
+		*ret = i * MICROS;
+		return true;
+	}
+	if (json_object_is_type(v, json_type_double)) {
+		double d = json_object_get_double(v);
+
+		if (!isfinite(d) || d > (double)SUM_LIMIT || d < -(double)SUM_LIMIT)
+			return false;
+		*ret = (int64_t)llround(d * (double)MICROS);
+		return true;
+	}
+	return false;
+}
+
+static bool event_time(json_object *v, int64_t *ret_ms)
+{
+	if (!v)
+		return false;
+	if (json_object_is_type(v, json_type_string))
+		return agg_parse_time(json_object_get_string(v), ret_ms);
+	if (json_object_is_type(v, json_type_int)) {
+		int64_t t = json_object_get_int64(v);
+
+		if (t < 0)
+			return false;
+		*ret_ms = t;
+		return true;
+	}
+	if (json_object_is_type(v, json_type_double)) {
+		double d = json_object_get_double(v);
+
+		if (!isfinite(d) || d < 0 || d > 9e15)
+			return false;
+		*ret_ms = (int64_t)d;
+		return true;
+	}
+	return false;
+}
+
+/* ================================================================ entries */
+
+static void entry_free(struct entry *e, size_t n_dims)
+{
+	if (e->values)
+		for (size_t i = 0; i < n_dims; i++)
+			free(e->values[i]);
+	free(e->values);
+}
+
+static uint64_t entry_hash(int64_t window_ms, char (*values)[AGG_VALUE_MAX + 1], size_t n)
+{
+	uint64_t h = fnv1a(&window_ms, sizeof(window_ms), FNV_BASIS);
+
+	for (size_t i = 0; i < n; i++)
+		h = fnv1a(values[i], strlen(values[i]) + 1, h);
+	return h;
+}
+
+static bool entry_is(const struct entry *e, uint64_t h, int64_t window_ms,
+		     char (*values)[AGG_VALUE_MAX + 1], size_t n)
+{
+	if (e->hash != h || e->window_ms != window_ms)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(e->values[i], values[i]) != 0)
+			return false;
+	return true;
+}
+
+static enum kl_err rehash(struct agg *a, size_t n_slots)
+{
+	size_t *slots = calloc(n_slots, sizeof(*slots));
+
+	if (!slots)
+		return KL_ENOMEM;
+	for (size_t i = 0; i < a->n; i++) {
+		size_t s = (size_t)a->entries[i].hash & (n_slots - 1);
+
+		while (slots[s])
+			s = (s + 1) & (n_slots - 1);
+		slots[s] = i + 1;
+	}
+	free(a->slots);
+	a->slots = slots;
+	a->n_slots = n_slots;
+	return KL_OK;
+}
+
+/* The entry of (window, values), created when missing. */
+static enum kl_err find_entry(struct agg *a, int64_t window_ms, char (*values)[AGG_VALUE_MAX + 1],
+			      struct entry **ret)
+{
+	size_t n_dims = a->spec->n_dims;
+	uint64_t h = entry_hash(window_ms, values, n_dims);
+	struct entry *e;
+	size_t s;
+
+	if (a->n_slots) {
+		for (s = (size_t)h & (a->n_slots - 1); a->slots[s];
+		     s = (s + 1) & (a->n_slots - 1)) {
+			e = &a->entries[a->slots[s] - 1];
+			if (entry_is(e, h, window_ms, values, n_dims)) {
+				*ret = e;
+				return KL_OK;
+			}
+		}
+	}
+	/* Keep the table at most half full. */
+	if ((a->n + 1) * 2 > a->n_slots && rehash(a, a->n_slots ? a->n_slots * 2 : 64) != KL_OK)
+		return KL_ENOMEM;
+	if (a->n == a->alloc) {
+		size_t na = a->alloc ? a->alloc * 2 : 32;
+		struct entry *ne = realloc(a->entries, na * sizeof(*ne));
+
+		if (!ne)
+			return KL_ENOMEM;
+		a->entries = ne;
+		a->alloc = na;
+	}
+	e = &a->entries[a->n];
+	memset(e, 0, sizeof(*e));
+	e->window_ms = window_ms;
+	e->hash = h;
+	e->values = calloc(n_dims ? n_dims : 1, sizeof(*e->values));
+	if (!e->values)
+		return KL_ENOMEM;
+	for (size_t i = 0; i < n_dims; i++)
+		if (!(e->values[i] = strdup(values[i]))) {
+			entry_free(e, n_dims);
+			return KL_ENOMEM;
+		}
+	for (s = (size_t)h & (a->n_slots - 1); a->slots[s]; s = (s + 1) & (a->n_slots - 1))
+		;
+	a->slots[s] = ++a->n;
+	*ret = e;
+	return KL_OK;
+}
+
+/* ================================================================ the aggregator */
+
+enum kl_err agg_new(const struct agg_spec *spec, const char *shard_id,
+		    const struct agg_writer *writer, struct agg **ret, struct kl_errinfo *info)
+{
+	struct agg *a;
+
+	if (!spec || !shard_id || !writer || !writer->ops || !writer->ops->update ||
+	    spec->window_ms <= 0 || spec->lateness_ms < 0 || spec->n_dims > AGG_MAX_DIMS ||
+	    spec->n_sums > AGG_MAX_SUMS || strlen(shard_id) > 100)
+		return kl_errinfo_set(info, KL_EINVAL, "agg: bad options");
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return kl_errinfo_set(info, KL_ENOMEM, "agg: out of memory");
+	a->spec = spec;
+	a->shard_id = shard_id;
+	a->writer = *writer;
+	a->bucket = agg_bucket(shard_id, spec->buckets ? spec->buckets : 1);
+	snprintf(a->esn_attr, sizeof(a->esn_attr), "esn_%s", shard_id);
+	a->need_json = spec->time_field[0] || spec->n_sums;
+	for (size_t i = 0; i < spec->n_dims; i++)
+		if (spec->dims[i].kind == AGG_DIM_FIELD)
+			a->need_json = true;
+	a->tok = json_tokener_new();
+	if (!a->tok) {
+		free(a);
+		return kl_errinfo_set(info, KL_ENOMEM, "agg: out of memory");
+	}
+	*ret = a;
+	return KL_OK;
+}
+
+void agg_reset(struct agg *a)
+{
+	if (!a)
+		return;
+	for (size_t i = 0; i < a->n; i++)
+		entry_free(&a->entries[i], a->spec->n_dims);
+	free(a->entries);
+	free(a->slots);
+	a->entries = NULL;
+	a->slots = NULL;
+	a->n = a->alloc = a->n_slots = 0;
+}
+
+void agg_free(struct agg *a)
+{
+	if (!a)
+		return;
+	agg_reset(a);
+	json_tokener_free(a->tok);
+	free(a);
+}
+
+enum kl_err agg_add(struct agg *a, const struct kl_transform_record *rec,
+		    const struct xform_output *o, struct kl_errinfo *info)
+{
+	const struct agg_spec *spec = a->spec;
+	char values[AGG_MAX_DIMS][AGG_VALUE_MAX + 1];
+	json_object *doc = NULL;
+	int64_t t_ms = 0, window_ms, arrival = rec->approximate_arrival_ms;
+	bool timed = false;
+	struct entry *e;
+	enum kl_err err;
+
+	if (a->need_json && o->len <= (size_t)INT32_MAX) {
+		json_tokener_reset(a->tok);
+		doc = json_tokener_parse_ex(a->tok, (const char *)o->data, (int)o->len);
+		if (doc && (json_tokener_get_error(a->tok) != json_tokener_success ||
+			    json_tokener_get_parse_end(a->tok) != o->len ||
+			    !json_object_is_type(doc, json_type_object))) {
+			json_object_put(doc);
+			doc = NULL;
+		}
+	}
+	if (spec->time_field[0])
+		timed = event_time(get_path(doc, spec->time_field), &t_ms);
+	if (!timed)
+		t_ms = arrival;
+	window_ms = agg_window_start(t_ms, spec->window_ms);
+	for (size_t i = 0; i < spec->n_dims; i++) {
+		const struct agg_dim *dm = &spec->dims[i];
+
+		if (dm->kind == AGG_DIM_FIELD) {
+			value_text(get_path(doc, dm->name), values[i]);
+			continue;
+		}
+		snprintf(values[i], sizeof(values[i]), "%s", AGG_NONE_VALUE);
+		for (size_t k = 0; k < o->nkeys; k++)
+			if (o->keys[k].name && o->keys[k].value &&
+			    strcmp(o->keys[k].name, dm->name) == 0) {
+				clean_value(o->keys[k].value, strlen(o->keys[k].value), values[i]);
+				break;
+			}
+	}
+	err = find_entry(a, window_ms, values, &e);
+	if (err) {
+		json_object_put(doc);
+		return kl_errinfo_set(info, KL_ENOMEM, "agg: out of memory");
+	}
+	/* Late: it arrived after its window closed plus the allowed lateness.
+	 * Both times are record data, so a rebuild decides the same. */
+	if (arrival >= window_ms + spec->window_ms + spec->lateness_ms) {
+		e->late++;
+		a->st.late++;
+	} else {
+		e->count++;
+	}
+	if (!timed) {
+		e->untimed++;
+		a->st.untimed++;
+	}
+	for (size_t i = 0; i < spec->n_sums; i++) {
+		int64_t v;
+
+		if (sum_value(get_path(doc, spec->sums[i]), &v))
+			e->sums[i] += v;
+	}
+	a->st.records++;
+	json_object_put(doc);
+	return KL_OK;
+}
+
+bool agg_full(const struct agg *a)
+{
+	return a->n >= a->spec->max_entries;
+}
+
+enum kl_err agg_apply(struct agg *a, const struct esn *last, struct kl_errinfo *info)
+{
+	const struct agg_spec *spec = a->spec;
+	char esn[ESN_KEY_MAX];
+	char window[40], pk[AGG_PK_MAX + 1];
+	char sum_text[AGG_MAX_SUMS][32];
+	const char *sum_ptrs[AGG_MAX_SUMS];
+	bool any = false;
+
+	esn_key(last, esn);
+	for (size_t i = 0; i < AGG_MAX_SUMS; i++)
+		sum_ptrs[i] = sum_text[i];
+	for (size_t i = 0; i < a->n; i++) {
+		struct entry *e = &a->entries[i];
+		struct agg_update u;
+		enum kl_err err;
+
+		if (e->done)
+			continue;
+		any = true;
+		format_window(e->window_ms, window, sizeof(window));
+		if (agg_item_key(window, (const char *const *)e->values, spec->n_dims, a->bucket, pk,
+				 sizeof(pk)) != KL_OK)
+			return kl_errinfo_set(info, KL_EINVAL, "agg: item key too long");
+		for (size_t k = 0; k < spec->n_sums; k++)
+			agg_format_micros(e->sums[k], sum_text[k], sizeof(sum_text[k]));
+		memset(&u, 0, sizeof(u));
+		u.pk = pk;
+		u.window = window;
+		u.window_start_s = e->window_ms / 1000;
+		u.bucket = a->bucket;
+		u.dims = spec->dims;
+		u.values = (const char *const *)e->values;
+		u.n_dims = spec->n_dims;
+		u.count = e->count;
+		u.late = e->late;
+		u.untimed = e->untimed;
+		u.sum_names = spec->sums;
+		u.sum_values = sum_ptrs;
+		u.n_sums = spec->n_sums;
+		u.esn_attr = a->esn_attr;
+		u.esn = esn;
+		err = a->writer.ops->update(a->writer.ctx, &u, info);
+		if (err == KL_OK) {
+			a->st.updates++;
+		} else if (err == KL_ECONFLICT) {
+			/* This batch (or a later one of the shard) is in the item. */
+			a->st.already_applied++;
+		} else {
+			a->st.failures++;
+			return err;
+		}
+		e->done = true;
+	}
+	if (any)
+		a->st.batches++;
+	return KL_OK;
+}
+
+void agg_get_stats(const struct agg *a, struct agg_stats *ret)
+{
+	*ret = a->st;
+	ret->entries = a->n;
+}
+
+/* ================================================================ delivery hook */
+
+static enum kl_err hook_add(void *ctx, const struct kl_transform_record *rec,
+			    const struct xform_output *o, struct kl_errinfo *info)
+{
+	return agg_add(ctx, rec, o, info);
+}
+
+static bool hook_full(void *ctx)
+{
+	return agg_full(ctx);
+}
+
+static enum kl_err hook_apply(void *ctx, const struct esn *last, struct kl_errinfo *info)
+{
+	return agg_apply(ctx, last, info);
+}
+
+static void hook_reset(void *ctx)
+{
+	agg_reset(ctx);
+}
+
+static const struct delivery_hook_ops agg_hook_ops = {
+	.add = hook_add,
+	.full = hook_full,
+	.apply = hook_apply,
+	.reset = hook_reset,
+};
+
+void agg_delivery_hook(struct agg *a, struct delivery_hook *ret)
+{
+	ret->ops = &agg_hook_ops;
+	ret->ctx = a;
+}
+
+/* ================================================================ DynamoDB */
+
+static enum kl_err ddb_update(void *ctx, const struct agg_update *u, struct kl_errinfo *info)
+{
+	struct agg_ddb *ddb = ctx;
+	json_object *key = NULL, *names = NULL, *values = NULL;
+	struct ddb_write_opts wo;
+	struct buf expr;
+	char n[32], attr[AGG_NAME_MAX + 8];
+	enum kl_err err = KL_ENOMEM;
+
+	buf_init(&expr, 64 << 10);
+	key = ddb_key_s(AGG_HASH_KEY, u->pk);
+	names = json_object_new_object();
+	values = json_object_new_object();
+	if (!key || !names || !values)
+		goto out;
+	if (buf_append_str(&expr, "SET #w = :w, #ws = :ws, #b = :b, #e = :e") != KL_OK)
+		goto out;
+	if (json_object_object_add(names, "#w", json_object_new_string("window")) ||
+	    json_object_object_add(names, "#ws", json_object_new_string("window_start")) ||
+	    json_object_object_add(names, "#b", json_object_new_string("bucket")) ||
+	    json_object_object_add(names, "#e", json_object_new_string(u->esn_attr)) ||
+	    json_object_object_add(names, "#c", json_object_new_string("count")) ||
+	    json_object_object_add(names, "#l", json_object_new_string("late")) ||
+	    json_object_object_add(names, "#u", json_object_new_string("untimed")))
+		goto out;
+	if (ddb_set(values, ":w", ddb_s(u->window)) || ddb_set(values, ":ws", ddb_n_i64(u->window_start_s)) ||
+	    ddb_set(values, ":b", ddb_n_i64(u->bucket)) || ddb_set(values, ":e", ddb_s(u->esn)) ||
+	    ddb_set(values, ":c", ddb_n_i64((int64_t)u->count)) ||
+	    ddb_set(values, ":l", ddb_n_i64((int64_t)u->late)) ||
+	    ddb_set(values, ":u", ddb_n_i64((int64_t)u->untimed)))
+		goto out;
+	for (size_t i = 0; i < u->n_dims; i++) {
+		snprintf(n, sizeof(n), "#d%zu", i);
+		snprintf(attr, sizeof(attr), "dim_%s", u->dims[i].name);
+		if (buf_printf(&expr, ", %s = :d%zu", n, i) != KL_OK ||
+		    json_object_object_add(names, n, json_object_new_string(attr)))
+			goto out;
+		snprintf(n, sizeof(n), ":d%zu", i);
+		if (ddb_set(values, n, ddb_s(u->values[i])))
+			goto out;
+	}
+	if (buf_append_str(&expr, " ADD #c :c, #l :l, #u :u") != KL_OK)
+		goto out;
+	for (size_t i = 0; i < u->n_sums; i++) {
+		snprintf(n, sizeof(n), "#s%zu", i);
+		snprintf(attr, sizeof(attr), "sum_%s", u->sum_names[i]);
+		if (buf_printf(&expr, ", %s :s%zu", n, i) != KL_OK ||
+		    json_object_object_add(names, n, json_object_new_string(attr)))
+			goto out;
+		snprintf(n, sizeof(n), ":s%zu", i);
+		if (ddb_set(values, n, ddb_n(u->sum_values[i])))
+			goto out;
+	}
+	memset(&wo, 0, sizeof(wo));
+	wo.condition = "attribute_not_exists(#e) OR #e < :e";
+	wo.names = names;
+	wo.values = values;
+	err = ddb_update_item(ddb->client, ddb->table, key, expr.data, &wo, NULL, info);
+	goto done;
+out:
+	kl_errinfo_set(info, err, "agg: out of memory");
+done:
+	json_object_put(key);
+	json_object_put(names);
+	json_object_put(values);
+	buf_done(&expr);
+	return err;
+}
+
+static const struct agg_writer_ops ddb_writer_ops = {
+	.update = ddb_update,
+};
+
+void agg_ddb_writer(struct agg_ddb *ddb, struct agg_writer *ret)
+{
+	ret->ops = &ddb_writer_ops;
+	ret->ctx = ddb;
+}
+
+enum kl_err agg_ensure_table(struct aws_client *client, const char *table, long timeout_ms,
+			     struct kl_errinfo *info)
+{
+	struct ddb_table_desc desc;
+	enum kl_err err;
+
+	err = ddb_describe_table(client, table, &desc, info);
+	if (err == KL_ENOTFOUND) {
+		err = ddb_create_table(client, table, AGG_HASH_KEY, "S", info);
+		if (err && err != KL_EEXISTS)
+			return err;
+		err = KL_OK;
+	}
+	if (err)
+		return err;
+	err = ddb_wait_table_active(client, table, timeout_ms, &desc, info);
+	if (err)
+		return err;
+	if (strcmp(desc.hash_key, AGG_HASH_KEY) != 0 || strcmp(desc.hash_key_type, "S") != 0 ||
+	    desc.range_key[0])
+		return kl_errinfo_set(info, KL_ECONFIG, "aggregates: table '%s' has key '%s' (%s)%s;"
+				      " it needs a string hash key '" AGG_HASH_KEY "' and no sort key",
+				      table, desc.hash_key, desc.hash_key_type,
+				      desc.range_key[0] ? " and a sort key" : "");
+	return KL_OK;
+}

@@ -1,0 +1,557 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * integ_agg.c: the DynamoDB aggregates (src/agg) exactly once, with real
+ * `kinlake run` workers against the emulators. `kinlake demo produce`
+ * writes clickstream into a 4-shard stream while two workers with
+ * aggregates on (per window x page x action, count and sum:price, small
+ * batches, 5 s windows) drain it; the workers are killed with SIGKILL three times and
+ * restarted. Once every ok event is in S3 and no lease has a pending
+ * intent, the counts (count + late) and price sums per window x page x
+ * action computed from the S3 data objects must equal the DynamoDB items
+ * summed over their buckets, and no event may be in S3 twice.
+ * (tests/emu/emulators.sh exports KL_TEST_*; without them this exits 77.)
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "agg.h"
+#include "aws.h"
+#include "creds.h"
+#include "ddb.h"
+#include "http.h"
+#include "s3.h"
+#include "testutil.h"
+#include "util.h"
+
+#ifndef KL_TEST_BUILDDIR
+#error "KL_TEST_BUILDDIR must name the build tree"
+#endif
+
+#define MAX_PROCS 3
+#define EVENTS 4000
+#define MAX_CELLS 8192
+/* Short windows, no lateness: many events straddle a window end, so the
+ * late measure is exercised too (how many is up to timing; not asserted). */
+#define WINDOW_S 5
+
+struct proc {
+	char name[16];
+	pid_t pid;
+	int starts, kills;
+};
+
+/* One window x page x action. */
+struct cell {
+	char key[600];
+	uint64_t n;                      /* S3: records; DynamoDB: count + late */
+	int64_t price_micros;
+	uint64_t late;
+};
+
+static struct {
+	const char *kinesis, *dynamodb, *s3, *key_id, *secret;
+	char bin[4096], dir[512], bucket[64], app[64], stream[64], table[64], manifest[600];
+	struct creds_chain *creds;
+	struct aws_client s3c, ddbc;
+	struct proc p[MAX_PROCS];
+	struct cell *s3cells, *ddbcells;
+	size_t n_s3, n_ddb;
+} fx;
+
+static void kill_all(void)
+{
+	for (int i = 0; i < MAX_PROCS; i++)
+		if (fx.p[i].pid > 0) {
+			kill(fx.p[i].pid, SIGKILL);
+			waitpid(fx.p[i].pid, NULL, 0);
+			fx.p[i].pid = 0;
+		}
+}
+
+static void on_fatal_signal(int sig)
+{
+	kill_all();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void step(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void step(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "\n  [%" PRId64 "] ", kl_mono_ms() % 1000000);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+}
+
+static void fmt_err(const char *what, enum kl_err err, const struct kl_errinfo *info)
+{
+	char buf[768];
+
+	if (err)
+		fprintf(stderr, "\n  %s: %s\n", what, kl_errinfo_format(err, info, buf, sizeof(buf)));
+}
+
+static void child_env(void)
+{
+	unsetenv("HTTP_PROXY");
+	unsetenv("HTTPS_PROXY");
+	unsetenv("http_proxy");
+	unsetenv("https_proxy");
+	unsetenv("ALL_PROXY");
+	setenv("NO_PROXY", "127.0.0.1,localhost", 1);
+	setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_USEC");
+}
+
+static void write_conf(const char *name)
+{
+	char path[600];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s.conf", fx.dir, name);
+	f = fopen(path, "w");
+	CU_ASSERT_FATAL(f != NULL);
+	fprintf(f,
+		"application = \"%s\";\n"
+		"worker_id = \"%s\";\n"
+		"stream = \"%s\";\n"
+		"region = \"us-east-1\";\n"
+		"state_dir = \"%s/%s-state\";\n"
+		"shutdown_grace_ms = 10000;\n"
+		"lease = { failover_ms = 2000; take_interval_ms = 1000; shard_sync_interval_ms = 5000; };\n"
+		"consumer = { threads = 4; idle_ms = 200; };\n"
+		"plugin = { name = \"clickstream\"; search_path = \"%s/plugins/clickstream/.libs\";\n"
+		"  settings = { timestamp_field = \"ts\";\n"
+		"    required_fields = [ \"event_id\", \"session_id\", \"user_id\", \"action\", \"ts\" ]; }; };\n"
+		"s3 = { bucket = \"%s\";\n"
+		"  prefix = \"data/dt=!{partitionKeyFromLambda:dt}/hour=!{partitionKeyFromLambda:hour}/\";\n"
+		"  error_prefix = \"errors/!{firehose:error-output-type}/\";\n"
+		"  compression = \"none\"; buffer_seconds = 2; buffer_records = 150; };\n"
+		"aggregates = { table = \"%s\"; window_seconds = %d; allowed_lateness_seconds = 0;\n"
+		"  time_field = \"ts\"; dimensions = \"page, action\"; measures = \"count, sum:price\";\n"
+		"  buckets = 2; max_entries = 200; flush_seconds = 2; };\n"
+		"credentials = { access_key_id = \"%s\"; secret_access_key = \"%s\"; disable_imds = true; };\n"
+		"endpoints = { kinesis = \"%s\"; dynamodb = \"%s\"; s3 = \"%s\"; };\n"
+		"http = { connect_timeout_ms = 1000; timeout_ms = 10000; };\n"
+		"retry = { max_attempts = 4; base_delay_ms = 50; max_delay_ms = 1000; };\n"
+		"log = { level = \"info\"; file = \"%s/%s.log\"; };\n",
+		fx.app, name, fx.stream, fx.dir, name, KL_TEST_BUILDDIR, fx.bucket, fx.table, WINDOW_S, fx.key_id,
+		fx.secret, fx.kinesis, fx.dynamodb, fx.s3, fx.dir, name);
+	fclose(f);
+	chmod(path, 0600);
+}
+
+static pid_t spawn(char *const *argv, const char *out)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	CU_ASSERT_FATAL(pid >= 0);
+	if (pid == 0) {
+		int fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		child_env();
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+			close(fd);
+		}
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+static void start(struct proc *p)
+{
+	char conf[600], out[600];
+	char *argv[] = { fx.bin, "run", "-c", conf, NULL };
+
+	CU_ASSERT_FATAL(p->pid <= 0);
+	snprintf(conf, sizeof(conf), "%s/%s.conf", fx.dir, p->name);
+	snprintf(out, sizeof(out), "%s/%s.out", fx.dir, p->name);
+	p->pid = spawn(argv, out);
+	p->starts++;
+	step("started %s (pid %ld, start %d)", p->name, (long)p->pid, p->starts);
+}
+
+static void kill9(struct proc *p)
+{
+	CU_ASSERT_FATAL(p->pid > 0);
+	kill(p->pid, SIGKILL);
+	waitpid(p->pid, NULL, 0);
+	p->pid = 0;
+	p->kills++;
+	step("SIGKILL %s (kill %d)", p->name, p->kills);
+}
+
+static void stop(struct proc *p)
+{
+	int64_t end = kl_mono_ms() + 30000;
+	int status = -1;
+
+	CU_ASSERT_FATAL(p->pid > 0);
+	kill(p->pid, SIGTERM);
+	while (kl_mono_ms() < end) {
+		if (waitpid(p->pid, &status, WNOHANG) == p->pid)
+			break;
+		kl_sleep_ms(50);
+	}
+	CU_ASSERT_TRUE(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	if (status < 0) {
+		kill(p->pid, SIGKILL);
+		waitpid(p->pid, NULL, 0);
+	}
+	p->pid = 0;
+	step("stopped %s", p->name);
+}
+
+/* A producer in the background: `kinlake demo produce` at a steady rate. */
+static pid_t produce_async(void)
+{
+	char conf[600], out[600], count[16];
+	char *argv[] = { fx.bin, "demo", "produce", "--stream", fx.stream, "-c", conf,
+			 "--count", count, "--rate", "200", "--seed", "77", "--sessions", "200",
+			 "--malformed-pct", "2", "--bot-pct", "5", "--create-shards", "4",
+			 "--manifest", fx.manifest, "--quiet", NULL };
+
+	snprintf(conf, sizeof(conf), "%s/a.conf", fx.dir);
+	snprintf(out, sizeof(out), "%s/producer.out", fx.dir);
+	snprintf(count, sizeof(count), "%d", EVENTS);
+	return spawn(argv, out);
+}
+
+/* ------------------------------------------------------------ counting */
+
+static struct cell *cell(struct cell *cells, size_t *n, const char *key)
+{
+	for (size_t i = 0; i < *n; i++)
+		if (strcmp(cells[i].key, key) == 0)
+			return &cells[i];
+	CU_ASSERT_FATAL(*n < MAX_CELLS);
+	memset(&cells[*n], 0, sizeof(cells[*n]));
+	snprintf(cells[*n].key, sizeof(cells[*n].key), "%s", key);
+	return &cells[(*n)++];
+}
+
+static const char *jstr(json_object *o, const char *k)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, k, &v) || !v)
+		return AGG_NONE_VALUE;
+	return json_object_get_string(v);
+}
+
+/* Every data line: window of its ts x page x action; ids must be unique. */
+static uint64_t count_s3(uint64_t *ret_dups)
+{
+	struct s3_list_opts lo = { .prefix = "data/" };
+	char token[1024] = "";
+	uint64_t lines = 0, dups = 0;
+	json_object *ids = json_object_new_object();
+
+	fx.n_s3 = 0;
+	do {
+		struct s3_list_result res;
+		struct kl_errinfo info = { 0 };
+		enum kl_err err;
+
+		memset(&res, 0, sizeof(res));
+		lo.continuation_token = token[0] ? token : NULL;
+		err = s3_list_objects_v2(&fx.s3c, fx.bucket, &lo, &res, &info);
+		fmt_err("ListObjectsV2", err, &info);
+		CU_ASSERT_FATAL(err == KL_OK);
+		for (size_t k = 0; k < res.n_entries; k++) {
+			char *body = NULL, *save = NULL;
+			size_t len = 0;
+
+			err = s3_get_object(&fx.s3c, fx.bucket, res.entries[k].key, 64 << 20, &body, &len,
+					    NULL, &info);
+			fmt_err("GetObject", err, &info);
+			CU_ASSERT_FATAL(err == KL_OK);
+			for (char *line = strtok_r(body, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+				json_object *o = json_tokener_parse(line), *v;
+				char window[40], key[600];
+				int64_t t = 0, ws;
+				time_t secs;
+				struct tm tm;
+				struct cell *c;
+
+				CU_ASSERT_FATAL(o != NULL);
+				lines++;
+				if (json_object_object_get_ex(ids, jstr(o, "event_id"), NULL))
+					dups++;
+				else
+					json_object_object_add(ids, jstr(o, "event_id"), NULL);
+				CU_ASSERT_TRUE(agg_parse_time(jstr(o, "ts"), &t));
+				ws = agg_window_start(t, WINDOW_S * 1000);
+				secs = (time_t)(ws / 1000);
+				gmtime_r(&secs, &tm);
+				strftime(window, sizeof(window), "%Y-%m-%dT%H:%M:%SZ", &tm);
+				snprintf(key, sizeof(key), "%s|%s|%s", window, jstr(o, "page"),
+					 jstr(o, "action"));
+				c = cell(fx.s3cells, &fx.n_s3, key);
+				c->n++;
+				if (json_object_object_get_ex(o, "price", &v) && v &&
+				    (json_object_is_type(v, json_type_double) ||
+				     json_object_is_type(v, json_type_int)))
+					c->price_micros += (int64_t)llround(json_object_get_double(v) * 1e6);
+				json_object_put(o);
+			}
+			free(body);
+		}
+		snprintf(token, sizeof(token), "%s",
+			 res.next_continuation_token ? res.next_continuation_token : "");
+		s3_list_result_done(&res);
+	} while (token[0]);
+	json_object_put(ids);
+	*ret_dups = dups;
+	return lines;
+}
+
+static int64_t n_attr(json_object *item, const char *name)
+{
+	const char *s = ddb_get_n(item, name);
+
+	return s ? (int64_t)llround(strtod(s, NULL) * 1e6) : 0;
+}
+
+/* The table's items summed over buckets. Returns the number of items. */
+static size_t count_ddb(uint64_t *ret_late, uint64_t *ret_untimed)
+{
+	json_object *items = NULL;
+	struct kl_errinfo info = { 0 };
+	enum kl_err err = ddb_scan_all(&fx.ddbc, fx.table, NULL, 0, &items, &info);
+	size_t n;
+
+	fmt_err("Scan", err, &info);
+	CU_ASSERT_FATAL(err == KL_OK);
+	fx.n_ddb = 0;
+	*ret_late = *ret_untimed = 0;
+	n = json_object_array_length(items);
+	for (size_t i = 0; i < n; i++) {
+		json_object *it = json_object_array_get_idx(items, i);
+		char key[600];
+		struct cell *c;
+		const char *w = ddb_get_s(it, "window"), *pg = ddb_get_s(it, "dim_page"),
+			   *ac = ddb_get_s(it, "dim_action");
+
+		CU_ASSERT_FATAL(w && pg && ac);
+		snprintf(key, sizeof(key), "%s|%s|%s", w, pg, ac);
+		c = cell(fx.ddbcells, &fx.n_ddb, key);
+		c->n += (uint64_t)(n_attr(it, "count") / 1000000) + (uint64_t)(n_attr(it, "late") / 1000000);
+		c->late += (uint64_t)(n_attr(it, "late") / 1000000);
+		c->price_micros += n_attr(it, "sum_price");
+		*ret_late += (uint64_t)(n_attr(it, "late") / 1000000);
+		*ret_untimed += (uint64_t)(n_attr(it, "untimed") / 1000000);
+	}
+	json_object_put(items);
+	return n;
+}
+
+/* Leases with a pending intent (pendingCheckpoint set). */
+static int pending_intents(void)
+{
+	json_object *items = NULL;
+	struct kl_errinfo info = { 0 };
+	enum kl_err err = ddb_scan_all(&fx.ddbc, fx.app, NULL, 0, &items, &info);
+	int pending = 0;
+
+	if (err)
+		return -1;
+	for (size_t i = 0; i < json_object_array_length(items); i++) {
+		const char *p = ddb_get_s(json_object_array_get_idx(items, i), "pendingCheckpoint");
+
+		if (p && *p)
+			pending++;
+	}
+	json_object_put(items);
+	return pending;
+}
+
+static uint64_t manifest_ok(void)
+{
+	FILE *f = fopen(fx.manifest, "r");
+	char line[1024];
+	uint64_t n = 0;
+
+	CU_ASSERT_FATAL(f != NULL);
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, "\tok\t"))
+			n++;
+	fclose(f);
+	return n;
+}
+
+/* ------------------------------------------------------------ tests */
+
+static void test_setup(void)
+{
+	struct creds_config cc = { 0 };
+	struct aws_client_config ac = { 0 };
+	struct kl_errinfo info = { 0 };
+	const char *bin = getenv("KL_TEST_KINLAKE");
+	const char *emu = kl_test_env_or_skip("KL_TEST_EMU_DIR");
+	long tag = (long)getpid();
+	enum kl_err err;
+
+	fx.kinesis = kl_test_env_or_skip("KL_TEST_KINESIS_ENDPOINT");
+	fx.dynamodb = kl_test_env_or_skip("KL_TEST_DYNAMODB_ENDPOINT");
+	fx.s3 = kl_test_env_or_skip("KL_TEST_S3_ENDPOINT");
+	fx.key_id = kl_test_env_or_skip("KL_TEST_ACCESS_KEY_ID");
+	fx.secret = kl_test_env_or_skip("KL_TEST_SECRET_ACCESS_KEY");
+	snprintf(fx.bin, sizeof(fx.bin), "%s", bin && *bin ? bin : KL_TEST_BUILDDIR "/kinlake");
+	CU_ASSERT_FATAL(access(fx.bin, X_OK) == 0);
+	snprintf(fx.dir, sizeof(fx.dir), "%s/integ-agg-%ld", emu, tag);
+	CU_ASSERT_FATAL(mkdir(fx.dir, 0700) == 0);
+	snprintf(fx.bucket, sizeof(fx.bucket), "kl-agg-%ld", tag);
+	snprintf(fx.app, sizeof(fx.app), "kl-agg-%ld-leases", tag);
+	snprintf(fx.stream, sizeof(fx.stream), "kl-agg-%ld", tag);
+	snprintf(fx.table, sizeof(fx.table), "kl-agg-%ld-dash", tag);
+	snprintf(fx.manifest, sizeof(fx.manifest), "%s/manifest.tsv", fx.dir);
+	fx.s3cells = calloc(MAX_CELLS, sizeof(*fx.s3cells));
+	fx.ddbcells = calloc(MAX_CELLS, sizeof(*fx.ddbcells));
+	CU_ASSERT_FATAL(fx.s3cells && fx.ddbcells);
+	cc.access_key_id = fx.key_id;
+	cc.secret_access_key = fx.secret;
+	cc.disable_imds = 1;
+	CU_ASSERT_FATAL(http_global_init() == KL_OK);
+	CU_ASSERT_FATAL(creds_chain_new(&cc, &fx.creds) == KL_OK);
+	ac.region = "us-east-1";
+	ac.http.timeout_ms = 20000;
+	ac.retry.max_attempts = 3;
+	ac.service = "s3";
+	ac.endpoint = fx.s3;
+	CU_ASSERT_FATAL(aws_client_init(&fx.s3c, &ac, fx.creds) == KL_OK);
+	ac.service = "dynamodb";
+	ac.endpoint = fx.dynamodb;
+	CU_ASSERT_FATAL(aws_client_init(&fx.ddbc, &ac, fx.creds) == KL_OK);
+	err = s3_create_bucket(&fx.s3c, fx.bucket, &info);
+	fmt_err("CreateBucket", err, &info);
+	CU_ASSERT_FATAL(err == KL_OK);
+	snprintf(fx.p[0].name, sizeof(fx.p[0].name), "a");
+	snprintf(fx.p[1].name, sizeof(fx.p[1].name), "b");
+	write_conf("a");
+	write_conf("b");
+}
+
+static void test_counts_equal_s3_after_kills(void)
+{
+	struct proc *a = &fx.p[0], *b = &fx.p[1];
+	pid_t producer = produce_async();
+	int status = -1, pending = -1;
+	uint64_t expected, lines = 0, dups = 0, late = 0, untimed = 0, total = 0;
+	int64_t end;
+	size_t items, mismatches = 0;
+
+	step("producing %d events at 200/s (pid %ld)", EVENTS, (long)producer);
+	kl_sleep_ms(2000);   /* --create-shards makes the stream first */
+	start(a);
+	start(b);
+	kl_sleep_ms(5000);
+	kill9(a);
+	start(a);
+	kl_sleep_ms(4000);
+	kill9(b);
+	start(b);
+	kl_sleep_ms(3000);
+	kill9(a);
+	kl_sleep_ms(500);
+	start(a);
+	CU_ASSERT_FATAL(waitpid(producer, &status, 0) == producer);
+	step("producer exited %d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	CU_ASSERT_FATAL(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	expected = manifest_ok();
+	step("%" PRIu64 " ok events expected in S3", expected);
+
+	/* Drained: every ok event in S3 and no intent pending (so every batch
+	 * applied its aggregates and committed). Generous: the machine is shared. */
+	end = kl_mono_ms() + 240000 * (int64_t)kl_test_slowdown();
+	while (kl_mono_ms() < end) {
+		lines = count_s3(&dups);
+		pending = pending_intents();
+		if (lines >= expected && pending == 0)
+			break;
+		kl_sleep_ms(2000);
+	}
+	step("S3: %" PRIu64 " data records (%" PRIu64 " duplicates), %d intents pending", lines, dups,
+	     pending);
+	CU_ASSERT_EQUAL(lines, expected);
+	CU_ASSERT_EQUAL(dups, 0);
+	CU_ASSERT_EQUAL(pending, 0);
+	stop(a);
+	stop(b);
+
+	lines = count_s3(&dups);
+	items = count_ddb(&late, &untimed);
+	step("DynamoDB: %zu items, %zu window x page x action cells (S3: %zu), late %" PRIu64
+	     ", untimed %" PRIu64, items, fx.n_ddb, fx.n_s3, late, untimed);
+	CU_ASSERT_EQUAL(fx.n_ddb, fx.n_s3);
+	CU_ASSERT_EQUAL(untimed, 0);
+	for (size_t i = 0; i < fx.n_s3; i++) {
+		const struct cell *s = &fx.s3cells[i];
+		const struct cell *d = NULL;
+
+		for (size_t k = 0; k < fx.n_ddb && !d; k++)
+			if (strcmp(fx.ddbcells[k].key, s->key) == 0)
+				d = &fx.ddbcells[k];
+		total += d ? d->n : 0;
+		if (!d || d->n != s->n || d->price_micros != s->price_micros) {
+			if (mismatches++ < 10)
+				fprintf(stderr, "\n  mismatch %s: S3 %" PRIu64 " (price %" PRId64 ")"
+					", DynamoDB %" PRIu64 " (price %" PRId64 ")", s->key, s->n,
+					s->price_micros, d ? d->n : 0, d ? d->price_micros : 0);
+		}
+	}
+	CU_ASSERT_EQUAL(mismatches, 0);
+	CU_ASSERT_EQUAL(total, lines);
+	CU_ASSERT_TRUE(a->kills + b->kills >= 3);
+	printf("\nfigures: %" PRIu64 " records, %zu cells, %zu items, %" PRIu64 " late, %d kills\n",
+	       lines, fx.n_s3, items, late, a->kills + b->kills);
+}
+
+int main(void)
+{
+	static const struct kl_test t[] = {
+		KL_TEST(test_setup),
+		KL_TEST(test_counts_equal_s3_after_kills),
+		{ NULL, NULL },
+	};
+	int rc;
+
+	kl_test_env_or_skip("KL_TEST_KINESIS_ENDPOINT");
+	kl_test_env_or_skip("KL_TEST_EMU_DIR");
+	signal(SIGINT, on_fatal_signal);
+	signal(SIGTERM, on_fatal_signal);
+	atexit(kill_all);
+	rc = kl_test_run("agg", t);
+	kill_all();
+	aws_client_done(&fx.s3c);
+	aws_client_done(&fx.ddbc);
+	creds_chain_free(fx.creds);
+	free(fx.s3cells);
+	free(fx.ddbcells);
+	http_global_cleanup();
+	return rc;
+}
