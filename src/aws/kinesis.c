@@ -921,6 +921,20 @@ static void *grow(void *arr, size_t *cap, size_t size)
 }
 
 /*
+ * Whether the 8 bytes of w hold a '"', a '\\' or a control character: the
+ * classic "has a zero byte" test on w ^ '"', w ^ '\\' and on w - 0x20 (a
+ * byte below 0x20 borrows into bit 7; bytes >= 0x80 are masked by ~w).
+ * Exact as a yes/no answer, which is all lex_string() uses it for.
+ */
+static int word_has_special(uint64_t w)
+{
+	const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+	uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+
+	return (((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w)) & highs ? 1 : 0;
+}
+
+/*
  * Lexes the string whose opening quote is at s->p: checks its escapes and
  * that it holds no control character, and leaves s->p after the closing
  * quote. *ret_raw and *ret_len: the text between the quotes, still escaped;
@@ -934,7 +948,19 @@ static enum kl_err lex_string(struct scan *s, const char **ret_raw, size_t *ret_
 
 	for (;;) {
 		unsigned char c;
+		uint64_t w;
 
+		/* Sequence numbers and keys are long runs of plain bytes:
+		 * skip them 8 at a time (memcpy: p has no alignment), then
+		 * go bytewise to the special byte, within the next 8. */
+		while (end - p >= 8) {
+			memcpy(&w, p, 8);
+			if (word_has_special(w))
+				break;
+			p += 8;
+		}
+		while (p < end && (c = (unsigned char)*p) != '"' && c != '\\' && c >= 0x20)
+			p++;
 		if (p >= end)
 			return scan_fail(s, s->p, "unterminated string");
 		c = (unsigned char)*p;
@@ -942,10 +968,6 @@ static enum kl_err lex_string(struct scan *s, const char **ret_raw, size_t *ret_
 			break;
 		if (c < 0x20)
 			return scan_fail(s, p, "control character in string");
-		if (c != '\\') {
-			p++;
-			continue;
-		}
 		escaped = 1;
 		if (end - p < 2)
 			return scan_fail(s, s->p, "unterminated string");

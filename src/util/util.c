@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * util.c: codecs, clocks and the backoff random generator. The base64
- * decoder is table driven and processes four characters per step because
- * it sits on the record path (every GetRecords record is base64).
+ * util.c: hex, UTF-8, clocks and the backoff random generator. The base64
+ * codec declared in util.h lives in b64.c (it has vector variants).
  */
 #include "config.h"
 
@@ -45,89 +44,6 @@ void kl_hex(const uint8_t *in, size_t n, char *out)
 		out[2 * i + 1] = digits[in[i] & 15];
 	}
 	out[2 * n] = '\0';
-}
-
-static const char b64_chars[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-void kl_b64_encode(const uint8_t *in, size_t n, char *out)
-{
-	size_t i = 0, o = 0;
-
-	for (; i + 2 < n; i += 3) {
-		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-		out[o++] = b64_chars[v >> 18];
-		out[o++] = b64_chars[(v >> 12) & 63];
-		out[o++] = b64_chars[(v >> 6) & 63];
-		out[o++] = b64_chars[v & 63];
-	}
-	if (i < n) {
-		uint32_t v = (uint32_t)in[i] << 16;
-		if (i + 1 < n)
-			v |= (uint32_t)in[i + 1] << 8;
-		out[o++] = b64_chars[v >> 18];
-		out[o++] = b64_chars[(v >> 12) & 63];
-		out[o++] = i + 1 < n ? b64_chars[(v >> 6) & 63] : '=';
-		out[o++] = '=';
-	}
-	out[o] = '\0';
-}
-
-/* 0..63 for alphabet characters, 0xff for everything else. */
-static const uint8_t b64_rev[256] = {
-#define X 0xff
-	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
-	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
-	X, X, X, X, X, X, X, X, X, X, X, 62, X, X, X, 63,
-	52, 53, 54, 55, 56, 57, 58, 59, 60, 61, X, X, X, X, X, X,
-	X, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
-	15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, X, X, X, X, X,
-	X, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
-	41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, X, X, X, X, X,
-	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
-	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
-	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
-	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
-	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
-	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
-	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
-	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
-#undef X
-};
-
-enum kl_err kl_b64_decode(const char *in, size_t len, uint8_t *out, size_t *ret_len)
-{
-	const uint8_t *s = (const uint8_t *)in;
-	size_t i = 0, o = 0, tail;
-
-	while (len > 0 && s[len - 1] == '=')
-		len--;
-	if (len % 4 == 1)
-		return KL_EPARSE;
-	tail = len % 4;
-	for (; i + 4 <= len; i += 4) {
-		uint32_t a = b64_rev[s[i]], b = b64_rev[s[i + 1]];
-		uint32_t c = b64_rev[s[i + 2]], d = b64_rev[s[i + 3]];
-		if ((a | b | c | d) & 0x80)
-			return KL_EPARSE;
-		uint32_t v = a << 18 | b << 12 | c << 6 | d;
-		out[o] = (uint8_t)(v >> 16);
-		out[o + 1] = (uint8_t)(v >> 8);
-		out[o + 2] = (uint8_t)v;
-		o += 3;
-	}
-	if (tail) {
-		uint32_t a = b64_rev[s[i]], b = b64_rev[s[i + 1]];
-		uint32_t c = tail == 3 ? b64_rev[s[i + 2]] : 0;
-		if ((a | b | c) & 0x80)
-			return KL_EPARSE;
-		uint32_t v = a << 18 | b << 12 | c << 6;
-		out[o++] = (uint8_t)(v >> 16);
-		if (tail == 3)
-			out[o++] = (uint8_t)(v >> 8);
-	}
-	*ret_len = o;
-	return KL_OK;
 }
 
 size_t kl_utf8_seq_len(const unsigned char *s, size_t n)

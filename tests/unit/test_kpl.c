@@ -231,6 +231,71 @@ static void test_decode_hand_written(void)
 	kpl_decoder_free(d);
 }
 
+/* The decoder hashes partition keys with its own MD5, eight at a time
+ * when it can: libcrypto's digest for aggregates of 1..24 records whose
+ * first key has every length from 0 to 300 (1, 2 and 3 blocks, each
+ * padding edge) and the others 0..80 bytes (either side of the one-block
+ * limit), some keys repeated, some records with an explicit hash key;
+ * bytes 1..255 (the encoder takes C strings). */
+static void test_decode_pk_md5_every_length(void)
+{
+	struct kpl_decoder *d = decoder();
+	struct kl_errinfo info;
+	struct kpl_result r;
+	struct buf b;
+	static char pk[24][301];
+	uint32_t x = 12345;
+
+	buf_init(&b, 0);
+	for (size_t round = 0; round <= 300; round++) {
+		struct kpl_enc_record rec[24];
+		size_t count = 1 + round % 24;
+
+		for (size_t j = 0; j < count; j++) {
+			size_t len;
+
+			x = x * 1103515245u + 12345u;
+			len = j == 0 ? round : (x >> 16) % 81;
+			if (j > 0 && (x >> 8) % 5 == 0) {
+				memcpy(pk[j], pk[j - 1], sizeof(pk[j]));   /* a repeated key */
+			} else {
+				for (size_t i = 0; i < len; i++) {
+					x = x * 1103515245u + 12345u;
+					pk[j][i] = (char)(1 + (x >> 16) % 255);
+				}
+				pk[j][len] = '\0';
+			}
+			rec[j] = (struct kpl_enc_record){ .partition_key = pk[j], .data = "v", .len = 1 };
+			if ((x >> 12) % 7 == 0)
+				rec[j].explicit_hash_key = "12345678901234567890";
+		}
+		buf_reset(&b);
+		CU_ASSERT_EQUAL_FATAL(kpl_encode(rec, count, &b), KL_OK);
+		CU_ASSERT_EQUAL_FATAL(kpl_decode(d, (const uint8_t *)b.data, b.len, NULL, &info, &r),
+				      KL_OK);
+		CU_ASSERT_EQUAL_FATAL(r.verdict, KPL_AGGREGATE);
+		CU_ASSERT_EQUAL_FATAL(r.nrecords, count);
+		for (size_t j = 0; j < count; j++) {
+			uint8_t md[EVP_MAX_MD_SIZE];
+			unsigned int n = 0;
+			size_t len = strlen(pk[j]);
+			struct kpl_u128 want;
+
+			CU_ASSERT_EQUAL_FATAL(r.records[j].partition_key_len, len);
+			if (rec[j].explicit_hash_key) {
+				CU_ASSERT_EQUAL_FATAL(kpl_u128_parse(rec[j].explicit_hash_key, 20, &want),
+						      KL_OK);
+			} else {
+				CU_ASSERT_EQUAL_FATAL(EVP_Digest(pk[j], len, md, &n, EVP_md5(), NULL), 1);
+				want = kpl_u128_from_be(md);
+			}
+			CU_ASSERT_EQUAL_FATAL(kpl_u128_cmp(r.records[j].hash_key, want), 0);
+		}
+	}
+	buf_done(&b);
+	kpl_decoder_free(d);
+}
+
 static void test_encoder_exact_bytes(void)
 {
 	const struct kpl_enc_record rec = { .partition_key = "pk", .data = "abc", .len = 3 };
@@ -560,6 +625,7 @@ int main(void)
 		KL_TEST(test_u128_cmp_and_be),
 		KL_TEST(test_hash_range_parse),
 		KL_TEST(test_decode_hand_written),
+		KL_TEST(test_decode_pk_md5_every_length),
 		KL_TEST(test_encoder_exact_bytes),
 		KL_TEST(test_encode_decode_roundtrip),
 		KL_TEST(test_decoder_reuse_large),

@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * test_util.c: capped buffers, hex/base64 codecs, the backoff RNG, the
- * error strings, and the XML extractor used for S3 and STS responses.
+ * test_util.c: capped buffers, hex/base64 codecs (every decoder variant
+ * against a slow reference, on every length, offset and corruption class),
+ * the backoff RNG, the error strings, and the XML extractor used for S3
+ * and STS responses.
  */
 #include "config.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "b64.h"
 #include "buf.h"
 #include "kl_err.h"
 #include "testutil.h"
@@ -111,6 +114,218 @@ static void test_b64_roundtrip_random(void)
 		CU_ASSERT_EQUAL_FATAL(n, len);
 		CU_ASSERT_EQUAL_FATAL(memcmp(in, dec, len), 0);
 	}
+}
+
+/* ------------------------------------------------------------ base64 variants */
+
+static const char b64_alphabet[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* kl_b64_decode()'s contract written the slow, obvious way. */
+static enum kl_err b64_ref_decode(const char *in, size_t len, uint8_t *out, size_t *ret_len)
+{
+	uint32_t acc = 0;
+	size_t o = 0, bits = 0;
+
+	while (len > 0 && in[len - 1] == '=')
+		len--;
+	if (len % 4 == 1)
+		return KL_EPARSE;
+	for (size_t i = 0; i < len; i++) {
+		const char *p = memchr(b64_alphabet, in[i], 64);
+
+		if (!p)
+			return KL_EPARSE;
+		acc = (acc << 6 | (uint32_t)(p - b64_alphabet)) & 0xffffff;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[o++] = (uint8_t)(acc >> bits);
+		}
+	}
+	*ret_len = o;
+	return KL_OK;
+}
+
+static int b64_cases;
+
+/*
+ * Decodes s[0, len) with the reference and every variant this CPU has,
+ * from a heap copy that ends exactly at len (ASan and valgrind see any
+ * read past it) at in_off bytes into its block, into a block of exactly
+ * the documented size at out_off. All must agree on the verdict and the
+ * bytes, write nothing past the decoded length, and leave *ret_len alone
+ * on failure.
+ */
+static void b64_check_all(const char *s, size_t len, size_t in_off, size_t out_off)
+{
+	size_t out_size = (len / 4 + 1) * 3;
+	/* Exactly len bytes of input behind in_off: no slack at all (one
+	 * byte only when there is nothing, as malloc(0) may be NULL). */
+	char *in_block = malloc(in_off + len + (in_off + len == 0));
+	uint8_t *want = malloc(out_size), *out_block = malloc(out_off + out_size);
+	size_t want_len = 77777;
+	enum kl_err want_err;
+
+	CU_ASSERT_FATAL(in_block && want && out_block);
+	if (len)
+		memcpy(in_block + in_off, s, len);
+	want_err = b64_ref_decode(in_block + in_off, len, want, &want_len);
+	for (int impl = 0; impl < KL_B64_IMPL_COUNT; impl++) {
+		uint8_t *out = out_block + out_off;
+		size_t got_len = 77777;
+		enum kl_err err;
+
+		if (!kl_b64_impl_available((enum kl_b64_impl)impl))
+			continue;
+		memset(out_block, 0xa5, out_off + out_size);
+		err = kl_b64_decode_impl((enum kl_b64_impl)impl, in_block + in_off, len, out, &got_len);
+		b64_cases++;
+		if (err != want_err || (err == KL_OK && got_len != want_len) ||
+		    (err != KL_OK && got_len != 77777)) {
+			fprintf(stderr, "\nb64 %s: len %zu in_off %zu: err %d want %d, n %zu want %zu: %.*s\n",
+				kl_b64_impl_name((enum kl_b64_impl)impl), len, in_off, (int)err,
+				(int)want_err, got_len, want_len, (int)len, s);
+			CU_FAIL_FATAL("decoder variants disagree");
+		}
+		for (size_t i = 0; i < out_off; i++)
+			CU_ASSERT_EQUAL_FATAL(out_block[i], 0xa5);
+		if (err != KL_OK)
+			continue;
+		CU_ASSERT_EQUAL_FATAL(memcmp(out, want, want_len), 0);
+		for (size_t i = want_len; i < out_size; i++)
+			CU_ASSERT_EQUAL_FATAL(out[i], 0xa5);
+	}
+	free(in_block);
+	free(want);
+	free(out_block);
+}
+
+static void b64_random_alpha(struct kl_rng *rng, char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		s[i] = b64_alphabet[kl_rng_below(rng, 64)];
+}
+
+/* Bytes outside the alphabet, '=' excluded (it has tests of its own). */
+static uint8_t b64_random_invalid(struct kl_rng *rng)
+{
+	for (;;) {
+		uint8_t c = (uint8_t)kl_rng_below(rng, 256);
+
+		if (c != '=' && !memchr(b64_alphabet, c, 64))
+			return c;
+	}
+}
+
+static void test_b64_impls_random(void)
+{
+	struct kl_rng rng;
+	char s[300 + 8];
+
+	CU_ASSERT_TRUE(kl_b64_impl_available(KL_B64_SCALAR));
+	CU_ASSERT_TRUE(kl_b64_impl_available(kl_b64_impl_best()));
+	kl_rng_seed_value(&rng, 11);
+	for (size_t len = 0; len <= 300; len++) {
+		for (int rep = 0; rep < 8; rep++) {
+			size_t pad = (size_t)rep % 4;
+
+			b64_random_alpha(&rng, s, len);
+			memset(s + len, '=', pad);
+			b64_check_all(s, len + pad, kl_rng_below(&rng, 64), kl_rng_below(&rng, 64));
+		}
+	}
+	/* Real encodings, whose last character has zero low bits. */
+	for (size_t n = 0; n <= 225; n++) {
+		uint8_t raw[225];
+		char enc[KL_B64_ENCLEN(225) + 1];
+
+		for (size_t i = 0; i < n; i++)
+			raw[i] = (uint8_t)kl_rng_next(&rng);
+		kl_b64_encode(raw, n, enc);
+		b64_check_all(enc, strlen(enc), kl_rng_below(&rng, 64), kl_rng_below(&rng, 64));
+		/* And without the padding. */
+		b64_check_all(enc, strcspn(enc, "="), kl_rng_below(&rng, 64), kl_rng_below(&rng, 64));
+	}
+}
+
+/* One bad byte at every position of every length: an invalid character,
+ * and '=' (padding in the middle, or at the end where it is a padding). */
+static void test_b64_impls_corrupt(void)
+{
+	struct kl_rng rng;
+	char s[300];
+
+	kl_rng_seed_value(&rng, 12);
+	for (size_t len = 1; len <= 300; len++) {
+		size_t in_off = kl_rng_below(&rng, 64), out_off = kl_rng_below(&rng, 64);
+
+		b64_random_alpha(&rng, s, len);
+		for (size_t p = 0; p < len; p++) {
+			char keep = s[p];
+
+			s[p] = (char)b64_random_invalid(&rng);
+			b64_check_all(s, len, in_off, out_off);
+			s[p] = '=';
+			b64_check_all(s, len, in_off, out_off);
+			s[p] = keep;
+		}
+	}
+}
+
+/* Every byte value at every position, in lengths whose positions cover
+ * each part of the vector variants: the scalar tail only (3), one SSSE3
+ * block and a tail (18), AVX2 + SSSE3 + tail (50), three AVX2 blocks,
+ * scalar quads and a tail of 3 (111). */
+static void test_b64_impls_every_byte(void)
+{
+	static const size_t lens[] = { 3, 18, 50, 111 };
+	struct kl_rng rng;
+	char s[111];
+
+	kl_rng_seed_value(&rng, 13);
+	for (size_t l = 0; l < KL_ARRAY_LEN(lens); l++) {
+		size_t len = lens[l];
+
+		b64_random_alpha(&rng, s, len);
+		for (size_t p = 0; p < len; p++) {
+			char keep = s[p];
+
+			for (int c = 0; c < 256; c++) {
+				s[p] = (char)c;
+				b64_check_all(s, len, p % 32, (p * 7) % 32);
+			}
+			s[p] = keep;
+		}
+	}
+}
+
+/* Padding: any run of '=' is stripped, then the rest must be alphabet of
+ * a length other than 4k+1; '=' followed by more data is invalid. */
+static void test_b64_impls_padding(void)
+{
+	struct kl_rng rng;
+	char s[80 + 6 + 40];
+
+	kl_rng_seed_value(&rng, 14);
+	for (size_t len = 0; len <= 80; len++) {
+		for (size_t pad = 0; pad <= 5; pad++) {
+			for (size_t more = 0; more <= 40; more += more < 6 ? 1 : 17) {
+				b64_random_alpha(&rng, s, len);
+				memset(s + len, '=', pad);
+				b64_random_alpha(&rng, s + len + pad, more);
+				b64_check_all(s, len + pad + more, kl_rng_below(&rng, 32),
+					      kl_rng_below(&rng, 32));
+			}
+		}
+	}
+	b64_check_all("====", 4, 0, 0);
+	b64_check_all("=", 1, 0, 0);
+	b64_check_all("QQ=", 3, 0, 0);
+	b64_check_all("QQ=A", 4, 0, 0);
+	b64_check_all("QUJD=QQ==", 9, 0, 0);
+	fprintf(stderr, " [%d decodes; best variant %s] ", b64_cases,
+		kl_b64_impl_name(kl_b64_impl_best()));
 }
 
 static void test_rng_bounds(void)
@@ -270,6 +485,10 @@ int main(void)
 		KL_TEST(test_b64_vectors),
 		KL_TEST(test_b64_bad),
 		KL_TEST(test_b64_roundtrip_random),
+		KL_TEST(test_b64_impls_random),
+		KL_TEST(test_b64_impls_corrupt),
+		KL_TEST(test_b64_impls_every_byte),
+		KL_TEST(test_b64_impls_padding),
 		KL_TEST(test_rng_bounds),
 		KL_TEST(test_utf8_seq_len),
 		KL_TEST(test_strerror_complete),
