@@ -354,7 +354,7 @@ static enum kl_err m_children(void *ctx, const char *shard_id, struct lease_shar
 	return KL_OK;
 }
 
-static const struct consumer_kinesis_ops mem_kinesis = { m_iter, m_records, m_children, NULL };
+static const struct consumer_kinesis_ops mem_kinesis = { m_iter, m_records, m_children, NULL, NULL };
 
 static enum kl_err l_check(void *ctx, const char *key, uint64_t token, int64_t *ret_valid_until_ms)
 {

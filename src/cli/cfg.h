@@ -99,6 +99,7 @@ struct cfg_lease {
 struct cfg_consumer {
 	int64_t threads;                /* resolved: 0 in the file = online CPUs (>= 2) */
 	int64_t get_records_limit;
+	int64_t max_pages_in_memory;    /* worker-wide page budget (consumer_budget) */
 	int64_t idle_ms;
 	int64_t max_calls_per_sec;
 	int64_t queue_max_records;

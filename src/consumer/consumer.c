@@ -15,6 +15,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -84,6 +85,7 @@ struct consumer {
 	char *iterator;               /* NULL: get one before the next GetRecords */
 
 	struct kinesis_records *page; /* the records being pushed */
+	struct buf *slot;             /* the budget slot held for page (NULL: none) */
 	size_t pos;                   /* next record of the page */
 	bool decoded;                 /* page->records[pos] is decoded into kpl */
 	struct kpl_result kpl;
@@ -231,6 +233,8 @@ void consumer_free(struct consumer *c)
 	if (!c)
 		return;
 	kinesis_records_free(c->page);
+	if (c->slot)
+		consumer_budget_give(c->deps.budget, c->slot);
 	free(c->iterator);
 	lease_shard_list_done(&c->children);
 	kpl_decoder_free(c->dec);
@@ -379,6 +383,8 @@ void consumer_request_stop(struct consumer *c, int64_t grace_deadline_ms)
 		;
 	atomic_store(&c->stop_requested, true);
 	c->clock.wake(c->clock.ctx);
+	if (c->deps.budget)
+		consumer_budget_wake(c->deps.budget);
 }
 
 static bool stop_requested(const struct consumer *c)
@@ -814,6 +820,15 @@ static enum kl_err children_from_page(struct consumer *c)
 	return KL_OK;
 }
 
+/* Gives the budget slot back, if one is held (the page is gone). */
+static void give_slot(struct consumer *c)
+{
+	if (c->slot) {
+		consumer_budget_give(c->deps.budget, c->slot);
+		c->slot = NULL;
+	}
+}
+
 /*
  * The page was pushed completely: move the floor to the last record taken,
  * keep its children if it ended the shard, and free it.
@@ -837,6 +852,7 @@ static void page_done(struct consumer *c)
 	}
 	kinesis_records_free(c->page);
 	c->page = NULL;
+	give_slot(c);
 }
 
 /* Takes a GetRecords answer: the iterator moves on, pacing is set. */
@@ -1042,12 +1058,32 @@ static enum consumer_state st_processing(struct consumer *c)
 			if (fetch_iterator(c) != KL_OK)
 				continue;  /* next_call_ms holds the backoff */
 		}
+		/* The worker-wide page budget: a slot for the body and the page
+		 * until the page is pushed. Waiting for one is like waiting on
+		 * a blocked sink: tick, then re-check stop, sink and lease. */
+		if (c->deps.budget && !c->slot) {
+			c->slot = consumer_budget_take(c->deps.budget, c->cfg.tick_ms);
+			if (!c->slot) {
+				c->m.budget_waits++;
+				if (maybe_tick(c, now_ms(c)) == KL_ELEASE_LOST)
+					return CONSUMER_LEASE_LOST;
+				publish(c);
+				continue;
+			}
+		}
 		start = now_ms(c);
 		kl_errinfo_clear(&info);
 		c->m.get_records_calls++;
-		err = c->deps.kinesis.ops->get_records(c->deps.kinesis.ctx, c->iterator,
-						       c->cfg.get_records_limit, &r, &info);
+		if (c->slot && c->deps.kinesis.ops->get_records_buf)
+			err = c->deps.kinesis.ops->get_records_buf(c->deps.kinesis.ctx, c->iterator,
+								   c->cfg.get_records_limit, c->slot,
+								   &r, &info);
+		else
+			err = c->deps.kinesis.ops->get_records(c->deps.kinesis.ctx, c->iterator,
+							       c->cfg.get_records_limit, &r, &info);
 		copy_aws_stats(c);
+		if (err != KL_OK)
+			give_slot(c);   /* no page: nothing to hold the slot for */
 		if (err == KL_OK) {
 			c->error_streak = 0;
 			c->throttle_streak = 0;
@@ -1193,6 +1229,126 @@ enum consumer_state consumer_run(struct consumer *c)
 	/* The page and its iterator are of no use any more. */
 	kinesis_records_free(c->page);
 	c->page = NULL;
+	give_slot(c);
 	publish(c);
 	return c->state;
+}
+
+/* ---------------------------------------------------------------- page budget */
+
+/*
+ * A counting semaphore whose free slots are a stack of body buffers. The
+ * buffers live as long as the budget; wake_gen counts wake() calls so that
+ * a waiter can tell a wake from a spurious return.
+ */
+struct consumer_budget {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	unsigned n_slots;
+	unsigned n_free;
+	uint64_t wake_gen;
+	struct buf *bodies;           /* n_slots buffers, owned */
+	struct buf **free_stack;      /* n_free of them are free */
+};
+
+enum kl_err consumer_budget_new(unsigned slots, size_t body_cap, struct consumer_budget **ret)
+{
+	struct consumer_budget *b;
+	pthread_condattr_t ca;
+
+	if (slots == 0)
+		return KL_EINVAL;
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return KL_ENOMEM;
+	b->bodies = calloc(slots, sizeof(*b->bodies));
+	b->free_stack = calloc(slots, sizeof(*b->free_stack));
+	if (!b->bodies || !b->free_stack) {
+		free(b->bodies);
+		free(b->free_stack);
+		free(b);
+		return KL_ENOMEM;
+	}
+	pthread_mutex_init(&b->mu, NULL);
+	/* Timed waits on the monotonic clock: wall-clock steps must not
+	 * stretch or cut them. */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&b->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	for (unsigned i = 0; i < slots; i++) {
+		buf_init(&b->bodies[i], body_cap);
+		b->free_stack[i] = &b->bodies[i];
+	}
+	b->n_slots = b->n_free = slots;
+	*ret = b;
+	return KL_OK;
+}
+
+void consumer_budget_free(struct consumer_budget *b)
+{
+	if (!b)
+		return;
+	for (unsigned i = 0; i < b->n_slots; i++)
+		buf_done(&b->bodies[i]);
+	free(b->bodies);
+	free(b->free_stack);
+	pthread_cond_destroy(&b->cv);
+	pthread_mutex_destroy(&b->mu);
+	free(b);
+}
+
+struct buf *consumer_budget_take(struct consumer_budget *b, int64_t timeout_ms)
+{
+	struct timespec until;
+	struct buf *body = NULL;
+	uint64_t gen;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	if (timeout_ms > 0) {
+		until.tv_sec += (time_t)(timeout_ms / 1000);
+		until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+	}
+	pthread_mutex_lock(&b->mu);
+	gen = b->wake_gen;
+	while (b->n_free == 0 && b->wake_gen == gen && timeout_ms > 0) {
+		if (pthread_cond_timedwait(&b->cv, &b->mu, &until) != 0)
+			break;  /* ETIMEDOUT */
+	}
+	if (b->n_free > 0 && b->wake_gen == gen)
+		body = b->free_stack[--b->n_free];
+	pthread_mutex_unlock(&b->mu);
+	return body;
+}
+
+void consumer_budget_give(struct consumer_budget *b, struct buf *body)
+{
+	pthread_mutex_lock(&b->mu);
+	/* A programmer error, never input: more gives than takes. */
+	assert(b->n_free < b->n_slots && body >= b->bodies && body < b->bodies + b->n_slots);
+	b->free_stack[b->n_free++] = body;
+	pthread_cond_signal(&b->cv);
+	pthread_mutex_unlock(&b->mu);
+}
+
+void consumer_budget_wake(struct consumer_budget *b)
+{
+	pthread_mutex_lock(&b->mu);
+	b->wake_gen++;
+	pthread_cond_broadcast(&b->cv);
+	pthread_mutex_unlock(&b->mu);
+}
+
+unsigned consumer_budget_available(struct consumer_budget *b)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&b->mu);
+	n = b->n_free;
+	pthread_mutex_unlock(&b->mu);
+	return n;
 }

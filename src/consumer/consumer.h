@@ -29,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
 #include "kinesis.h"
 #include "kl_err.h"
 #include "lease.h"
@@ -66,6 +67,16 @@ struct consumer_kinesis_ops {
 	/* Optional (NULL): the transport's own counters, copied into the
 	 * metrics after each call. */
 	void (*stats)(void *ctx, struct aws_stats *ret);
+	/*
+	 * Optional (NULL: get_records is used): get_records with a scratch
+	 * buffer for the response body. body is borrowed (the consumer's
+	 * budget slot, consumer_budget_take()); the op may reset it, grow it
+	 * and leave bytes in it, but must not free it, and nothing in *ret
+	 * may point into it. Keeping one body buffer across calls spares a
+	 * fresh allocation (and its page faults) of up to 10 MB per call.
+	 */
+	enum kl_err (*get_records_buf)(void *ctx, const char *iterator, int limit, struct buf *body,
+				       struct kinesis_records **ret, struct kl_errinfo *info);
 };
 
 struct consumer_kinesis {
@@ -141,6 +152,47 @@ struct consumer_guard {
 	void *ctx;
 };
 
+/* ------------------------------------------------------------ page budget */
+
+/*
+ * A worker-wide bound on GetRecords pages in memory: a counting semaphore
+ * of n slots, each with a response-body buffer that is reused across calls.
+ * A consumer given a budget takes a slot before each GetRecords call and
+ * gives it back once the page was pushed (or dropped), so however many
+ * shards a worker holds, at most n bodies (up to 10 MB each on Kinesis) and
+ * n decoded pages (up to ~7.5 MB each) exist at once; the body buffers keep
+ * their allocation, so steady state allocates no body at all. A consumer
+ * waiting for a slot still ticks its sink, checks its lease and sees stop
+ * requests (consumer_request_stop() wakes the budget's waiters).
+ * Thread-safe: every function may be called from any thread.
+ */
+struct consumer_budget;
+
+/*
+ * Creates a budget of slots (>= 1) slots, each body buffer capped at
+ * body_cap bytes (0 = BUF_DEFAULT_CAP). KL_EINVAL for 0 slots, KL_ENOMEM.
+ * Free with consumer_budget_free() (NULL-safe) once no consumer uses it.
+ */
+enum kl_err consumer_budget_new(unsigned slots, size_t body_cap, struct consumer_budget **ret);
+void consumer_budget_free(struct consumer_budget *b);
+
+/*
+ * Takes a free slot and returns its body buffer (borrowed until given
+ * back; empty or holding an old body), waiting up to timeout_ms (real
+ * time) for one. NULL when the wait timed out or consumer_budget_wake()
+ * was called meanwhile.
+ */
+struct buf *consumer_budget_take(struct consumer_budget *b, int64_t timeout_ms);
+
+/* Gives back a slot taken with consumer_budget_take() (body: what it returned). */
+void consumer_budget_give(struct consumer_budget *b, struct buf *body);
+
+/* Makes every current consumer_budget_take() return NULL at once (stops). */
+void consumer_budget_wake(struct consumer_budget *b);
+
+/* Free slots now (tests, metrics). */
+unsigned consumer_budget_available(struct consumer_budget *b);
+
 /* ------------------------------------------------------------ config */
 
 /* Defaults (kinlake.conf's consumer section uses the same values). */
@@ -188,6 +240,8 @@ struct consumer_deps {
 	struct xform *xform;            /* used only by the consumer's thread while it runs */
 	const struct consumer_clock *clock;  /* NULL: the real clock */
 	struct consumer_guard guard;    /* optional; needs the sink's push_crashed */
+	struct consumer_budget *budget; /* optional (NULL: no bound): shared by every
+					 * consumer of the worker, see below */
 };
 
 /* ------------------------------------------------------------ states, metrics */
@@ -230,6 +284,7 @@ struct consumer_metrics {
 	uint64_t pushed;                /* records the sink took */
 	uint64_t push_retries;          /* refusals by the sink (record offered again) */
 	uint64_t blocked_waits;         /* waits because the sink was blocked */
+	uint64_t budget_waits;          /* waits for a slot of the page budget */
 	uint64_t ticks;
 	uint64_t flushes;
 	struct lease_esn last_pushed;   /* ESN of the last record the sink took */

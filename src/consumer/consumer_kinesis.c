@@ -29,6 +29,37 @@ static enum kl_err ck_get_records(void *ctx, const char *iterator, int limit,
 	return kinesis_get_records(kc->client, iterator, limit, ret, info);
 }
 
+/*
+ * kinesis_get_records() with the response body in the caller's buffer:
+ * the same three public steps (build, aws_json_call_raw, scan), with body
+ * lent to the struct http_response for the call and taken back after, so
+ * its allocation outlives the call. The scan copies everything it keeps.
+ */
+static enum kl_err ck_get_records_buf(void *ctx, const char *iterator, int limit,
+				      struct buf *body, struct kinesis_records **ret,
+				      struct kl_errinfo *info)
+{
+	struct consumer_kinesis_aws *kc = ctx;
+	struct http_response resp;
+	json_object *req = NULL;
+	enum kl_err err;
+
+	err = kinesis_req_get_records(iterator, limit, &req);
+	if (err)
+		return kl_errinfo_set(info, err, "kinesis: GetRecords: cannot build the request");
+	http_response_init(&resp);
+	resp.body = *body;              /* lent: http_send() resets, keeps the allocation */
+	err = aws_json_call_raw(kc->client, KINESIS_TARGET_PREFIX, KINESIS_JSON_VERSION,
+				"GetRecords", req, &resp, info);
+	json_object_put(req);
+	if (err == KL_OK)
+		err = kinesis_parse_get_records(resp.body.data, resp.body.len, ret, info);
+	*body = resp.body;              /* taken back; resp keeps only its headers */
+	buf_init(&resp.body, body->cap);
+	http_response_done(&resp);
+	return err;
+}
+
 static char *or_null(char *s)
 {
 	return s[0] ? s : NULL;
@@ -91,6 +122,7 @@ static const struct consumer_kinesis_ops aws_ops = {
 	.get_records = ck_get_records,
 	.list_children = ck_list_children,
 	.stats = ck_stats,
+	.get_records_buf = ck_get_records_buf,
 };
 
 enum kl_err consumer_kinesis_aws(struct consumer_kinesis_aws *kc, struct aws_client *client,

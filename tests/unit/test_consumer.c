@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1454,6 +1455,243 @@ static void test_real_clock_stop_wakes(void)
 	xform_free(x);
 }
 
+/* ------------------------------------------------------------ page budget */
+
+/* The semaphore alone: slots, timeouts, reuse of the same body, wake. */
+static atomic_int take_done;
+
+static void *take_long(void *arg)
+{
+	void *r = consumer_budget_take(arg, 10000);
+
+	atomic_store(&take_done, 1);
+	return r;
+}
+
+static void test_budget_semaphore(void)
+{
+	struct consumer_budget *b = NULL;
+	struct buf *s1, *s2, *s3;
+	pthread_t th;
+	void *res = (void *)1;
+	int64_t t0;
+
+	CU_ASSERT_EQUAL(consumer_budget_new(0, 0, &b), KL_EINVAL);
+	consumer_budget_free(NULL);
+	CU_ASSERT_FATAL(consumer_budget_new(2, 1 << 20, &b) == KL_OK);
+	CU_ASSERT_EQUAL(consumer_budget_available(b), 2);
+	s1 = consumer_budget_take(b, 0);
+	s2 = consumer_budget_take(b, 0);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s1);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s2);
+	CU_ASSERT_PTR_NOT_EQUAL(s1, s2);
+	CU_ASSERT_EQUAL(s1->cap, 1 << 20);
+	CU_ASSERT_EQUAL(consumer_budget_available(b), 0);
+	/* Full: a take waits its timeout, then gives up. */
+	t0 = kl_mono_ms();
+	CU_ASSERT_PTR_NULL(consumer_budget_take(b, 50));
+	CU_ASSERT(kl_mono_ms() - t0 >= 45);
+	/* A body given back comes back with its allocation. */
+	CU_ASSERT_FATAL(buf_append(s1, "body", 4) == KL_OK);
+	consumer_budget_give(b, s1);
+	s3 = consumer_budget_take(b, 0);
+	CU_ASSERT_PTR_EQUAL(s3, s1);
+	CU_ASSERT(s3->alloc > 0);
+	/* wake() ends a long wait at once, with nothing taken (woken again
+	 * until it returns: the thread may not be waiting yet at the first). */
+	atomic_store(&take_done, 0);
+	CU_ASSERT_FATAL(pthread_create(&th, NULL, take_long, b) == 0);
+	kl_sleep_ms(50);
+	t0 = kl_mono_ms();
+	while (!atomic_load(&take_done) && kl_mono_ms() - t0 < 5000) {
+		consumer_budget_wake(b);
+		kl_sleep_ms(10);
+	}
+	pthread_join(th, &res);
+	CU_ASSERT_PTR_NULL(res);
+	CU_ASSERT(kl_mono_ms() - t0 < 5000);
+	atomic_store(&take_done, 0);
+	/* give() hands the slot to a waiter. */
+	CU_ASSERT_FATAL(pthread_create(&th, NULL, take_long, b) == 0);
+	kl_sleep_ms(50);
+	consumer_budget_give(b, s2);
+	pthread_join(th, &res);
+	CU_ASSERT_PTR_EQUAL(res, s2);
+	CU_ASSERT_EQUAL(consumer_budget_available(b), 0);
+	consumer_budget_give(b, s2);
+	consumer_budget_give(b, s3);
+	CU_ASSERT_EQUAL(consumer_budget_available(b), 2);
+	consumer_budget_free(b);
+}
+
+/* get_records_buf: what the consumer lends, and whether it holds a slot. */
+static struct {
+	struct consumer_budget *budget;
+	int calls;
+	int slot_held;            /* calls made while no slot was free */
+	struct buf *body;         /* the body lent by the last call */
+	const char *data;         /* its bytes' address after the call */
+	int data_moved;           /* calls after the first whose bytes moved */
+} fb;
+
+static enum kl_err fk_get_records_buf(void *ctx, const char *iterator, int limit,
+				      struct buf *body, struct kinesis_records **ret,
+				      struct kl_errinfo *info)
+{
+	static char filler[100000];
+	enum kl_err err;
+
+	fb.calls++;
+	if (consumer_budget_available(fb.budget) == 0)
+		fb.slot_held++;
+	fb.body = body;
+	/* As the production op: the body goes into the lent buffer. */
+	buf_reset(body);
+	CU_ASSERT_FATAL(buf_append(body, filler, sizeof(filler)) == KL_OK);
+	if (fb.calls > 1 && body->data != fb.data)
+		fb.data_moved++;
+	fb.data = body->data;
+	err = fk_get_records(ctx, iterator, limit, ret, info);
+	return err;
+}
+
+/* The test sink on the real clock: tick() counts instead of checking fake time. */
+static int real_ticks;
+
+static enum kl_err ts_tick_real(void *ctx, int64_t now, struct kl_errinfo *info)
+{
+	(void)ctx;
+	(void)now;
+	(void)info;
+	real_ticks++;
+	return KL_OK;
+}
+
+static const struct record_sink_ops ts_real_ops = {
+	ts_push, ts_blocked, ts_tick_real, ts_flush, ts_abandon, ts_resume_after, NULL,
+};
+
+static const struct consumer_kinesis_ops fk_buf_ops = {
+	.get_shard_iterator = fk_get_shard_iterator,
+	.get_records = fk_get_records,
+	.list_children = fk_list_children,
+	.stats = NULL,
+	.get_records_buf = fk_get_records_buf,
+};
+
+/* With a budget: every GetRecords holds a slot and gets the same body
+ * buffer, whose allocation is kept; failed calls and the end give the
+ * slot back. */
+static void test_budget_slot_per_page(void)
+{
+	struct consumer_config cfg = base_config();
+	struct consumer_deps deps;
+	struct kl_errinfo info;
+	struct consumer_metrics m;
+	struct xform *x;
+
+	reset();
+	memset(&fb, 0, sizeof(fb));
+	add_events(35);
+	fk.fault[2] = KL_EHTTP;   /* a failed call in between */
+	fk.hook = stop_when_drained;
+	CU_ASSERT_FATAL(consumer_budget_new(1, 0, &fb.budget) == KL_OK);
+	x = new_xform();
+	memset(&deps, 0, sizeof(deps));
+	deps.kinesis.ops = &fk_buf_ops;
+	deps.lease.ops = &fl_ops;
+	deps.sink.ops = &ts_ops;
+	deps.xform = x;
+	deps.clock = &fake_clock;
+	deps.budget = fb.budget;
+	kl_errinfo_clear(&info);
+	CU_ASSERT_FATAL(consumer_new(&cfg, &deps, &cons, &info) == KL_OK);
+	CU_ASSERT_EQUAL(consumer_run(cons), CONSUMER_STOPPED);
+	assert_pushed_range(0, 35);
+	CU_ASSERT(fb.calls >= 5);
+	CU_ASSERT_EQUAL(fb.calls, fk.n_calls);
+	CU_ASSERT_EQUAL(fb.slot_held, fb.calls);
+	CU_ASSERT_EQUAL(fb.data_moved, 0);
+	CU_ASSERT(fb.body->alloc >= 100000);
+	CU_ASSERT_EQUAL(consumer_budget_available(fb.budget), 1);
+	consumer_get_metrics(cons, &m);
+	CU_ASSERT_EQUAL(m.budget_waits, 0);
+	consumer_free(cons);
+	cons = NULL;
+	xform_free(x);
+	consumer_budget_free(fb.budget);
+}
+
+/* A consumer whose budget has no free slot reads nothing, keeps ticking,
+ * reads once a slot comes back, and stops at once while waiting. */
+static void test_budget_wait_and_stop(void)
+{
+	struct consumer_config cfg = base_config();
+	struct consumer_deps deps;
+	struct kl_errinfo info;
+	struct consumer *c = NULL;
+	struct consumer_metrics m;
+	struct buf *mine;
+	struct xform *x;
+	pthread_t th;
+	void *res;
+	int64_t t0;
+	uint64_t waits;
+
+	reset();
+	memset(&fb, 0, sizeof(fb));
+	add_events(3);
+	cfg.idle_ms = 1;          /* keep asking for pages once caught up */
+	cfg.tick_ms = 50;
+	CU_ASSERT_FATAL(consumer_budget_new(1, 0, &fb.budget) == KL_OK);
+	mine = consumer_budget_take(fb.budget, 0);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(mine);
+	x = new_xform();
+	memset(&deps, 0, sizeof(deps));
+	deps.kinesis.ops = &fk_buf_ops;
+	deps.lease.ops = &fl_ops;
+	deps.sink.ops = &ts_real_ops;
+	deps.xform = x;
+	deps.clock = NULL;
+	deps.budget = fb.budget;
+	CU_ASSERT_FATAL(consumer_new(&cfg, &deps, &c, &info) == KL_OK);
+	CU_ASSERT_FATAL(pthread_create(&th, NULL, run_thread, c) == 0);
+	real_ticks = 0;
+	kl_sleep_ms(300);
+	consumer_get_metrics(c, &m);
+	CU_ASSERT_EQUAL(fk.n_calls, 0);
+	CU_ASSERT(m.budget_waits >= 2);
+	CU_ASSERT(real_ticks >= 1);     /* the sink is ticked while waiting */
+	consumer_budget_give(fb.budget, mine);
+	for (int i = 0; i < 500; i++) {  /* until the first page was pushed */
+		consumer_get_metrics(c, &m);
+		if (m.pushed == 3)
+			break;
+		kl_sleep_ms(10);
+	}
+	CU_ASSERT_EQUAL(m.pushed, 3);
+	/* The page is done: the slot is free again; take it away once more,
+	 * then stop the consumer while it waits for it. */
+	for (int i = 0; i < 100 && !(mine = consumer_budget_take(fb.budget, 10)); i++)
+		;
+	CU_ASSERT_PTR_NOT_NULL_FATAL(mine);
+	consumer_get_metrics(c, &m);
+	waits = m.budget_waits;
+	kl_sleep_ms(500);
+	consumer_get_metrics(c, &m);
+	CU_ASSERT(m.budget_waits > waits);
+	t0 = kl_mono_ms();
+	consumer_request_stop(c, kl_mono_ms() + 5000);
+	pthread_join(th, &res);
+	CU_ASSERT_EQUAL((intptr_t)res, CONSUMER_STOPPED);
+	CU_ASSERT(kl_mono_ms() - t0 < 1000);
+	consumer_free(c);
+	consumer_budget_give(fb.budget, mine);
+	CU_ASSERT_EQUAL(consumer_budget_available(fb.budget), 1);
+	consumer_budget_free(fb.budget);
+	xform_free(x);
+}
+
 /* ------------------------------------------------------------ main */
 
 static int stage_plugin(void)
@@ -1518,6 +1756,9 @@ int main(void)
 		KL_TEST(test_shard_end_list_children_merge_retry),
 		KL_TEST(test_neither_iterator_nor_end),
 		KL_TEST(test_blocked_sink),
+		KL_TEST(test_budget_semaphore),
+		KL_TEST(test_budget_slot_per_page),
+		KL_TEST(test_budget_wait_and_stop),
 		KL_TEST(test_push_retry_same_record),
 		KL_TEST(test_real_clock_stop_wakes),
 		{ NULL, NULL },
