@@ -486,6 +486,30 @@ static bool event_time(json_object *v, int64_t *ret_ms)
 	return false;
 }
 
+bool agg_doc_values(const struct agg_spec *spec, struct json_object *doc, int64_t *ret_t_ms,
+		    char (*ret_values)[AGG_VALUE_MAX + 1], int64_t *ret_sums)
+{
+	bool timed = false;
+
+	if (spec->time_field[0])
+		timed = event_time(get_path(doc, spec->time_field), ret_t_ms);
+	for (size_t i = 0; i < spec->n_dims; i++) {
+		if (spec->dims[i].kind == AGG_DIM_FIELD)
+			value_text(get_path(doc, spec->dims[i].name), ret_values[i]);
+		else
+			snprintf(ret_values[i], AGG_VALUE_MAX + 1, "%s", AGG_NONE_VALUE);
+	}
+	for (size_t i = 0; i < spec->n_sums; i++)
+		if (!sum_value(get_path(doc, spec->sums[i]), &ret_sums[i]))
+			ret_sums[i] = 0;
+	return timed;
+}
+
+void agg_format_window(int64_t window_ms, char *out, size_t out_size)
+{
+	format_window(window_ms, out, out_size);
+}
+
 /* ================================================================ entries */
 
 static void entry_free(struct entry *e, size_t n_dims)
@@ -644,6 +668,7 @@ enum kl_err agg_add(struct agg *a, const struct kl_transform_record *rec,
 {
 	const struct agg_spec *spec = a->spec;
 	char values[AGG_MAX_DIMS][AGG_VALUE_MAX + 1];
+	int64_t sums[AGG_MAX_SUMS];
 	json_object *doc = NULL;
 	int64_t t_ms = 0, window_ms, arrival = rec->approximate_arrival_ms;
 	bool timed = false;
@@ -660,19 +685,15 @@ enum kl_err agg_add(struct agg *a, const struct kl_transform_record *rec,
 			doc = NULL;
 		}
 	}
-	if (spec->time_field[0])
-		timed = event_time(get_path(doc, spec->time_field), &t_ms);
+	timed = agg_doc_values(spec, doc, &t_ms, values, sums);
 	if (!timed)
 		t_ms = arrival;
 	window_ms = agg_window_start(t_ms, spec->window_ms);
 	for (size_t i = 0; i < spec->n_dims; i++) {
 		const struct agg_dim *dm = &spec->dims[i];
 
-		if (dm->kind == AGG_DIM_FIELD) {
-			value_text(get_path(doc, dm->name), values[i]);
+		if (dm->kind == AGG_DIM_FIELD)
 			continue;
-		}
-		snprintf(values[i], sizeof(values[i]), "%s", AGG_NONE_VALUE);
 		for (size_t k = 0; k < o->nkeys; k++)
 			if (o->keys[k].name && o->keys[k].value &&
 			    strcmp(o->keys[k].name, dm->name) == 0) {
@@ -697,12 +718,8 @@ enum kl_err agg_add(struct agg *a, const struct kl_transform_record *rec,
 		e->untimed++;
 		a->st.untimed++;
 	}
-	for (size_t i = 0; i < spec->n_sums; i++) {
-		int64_t v;
-
-		if (sum_value(get_path(doc, spec->sums[i]), &v))
-			e->sums[i] += v;
-	}
+	for (size_t i = 0; i < spec->n_sums; i++)
+		e->sums[i] += sums[i];
 	a->st.records++;
 	json_object_put(doc);
 	return KL_OK;

@@ -225,4 +225,24 @@ enum kl_err agg_item_key(const char *window, const char *const *values, size_t n
 /* Formats a fixed-point micro-unit sum as decimal text ("12.5", "-3"). */
 void agg_format_micros(int64_t micros, char *out, size_t out_size);
 
+struct json_object;
+
+/*
+ * What agg_add() takes from the JSON object doc of one data output (doc
+ * borrowed, NULL when the output is not a JSON object), for agg_add() and
+ * for checkers that recompute the aggregates from the S3 objects
+ * (tests/tools/aggcheck): the event time from spec.time_field into
+ * *ret_t_ms (returns false when missing or unusable, *ret_t_ms then
+ * meaningless: the arrival time is used and the record is untimed), the
+ * spec.n_dims dimension values into ret_values (key:NAME dimensions get
+ * AGG_NONE_VALUE: the partition keys are not in doc), and spec.n_sums
+ * summands in micro-units into ret_sums (0 when not summable).
+ * Thread-safe.
+ */
+bool agg_doc_values(const struct agg_spec *spec, struct json_object *doc, int64_t *ret_t_ms,
+		    char (*ret_values)[AGG_VALUE_MAX + 1], int64_t *ret_sums);
+
+/* The item attribute `window` of a window start: "2026-11-21T21:05:00Z". */
+void agg_format_window(int64_t window_ms, char *out, size_t out_size);
+
 #endif

@@ -8,7 +8,11 @@
  * restarted. Once every ok event is in S3 and no lease has a pending
  * intent, the counts (count + late) and price sums per window x page x
  * action computed from the S3 data objects must equal the DynamoDB items
- * summed over their buckets, and no event may be in S3 twice.
+ * summed over their buckets, and no event may be in S3 twice. The
+ * comparison is tests/tools/aggcheck's (the chaos test's judge too), run
+ * here so CI exercises it, cross-checked with this test's own S3 count;
+ * then one item is broken (ADD count 1, then ADD sum_price 0.5) and
+ * aggcheck must say so.
  * (tests/emu/emulators.sh exports KL_TEST_*; without them this exits 77.)
  */
 #include "config.h"
@@ -16,7 +20,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -41,6 +44,9 @@
 #ifndef KL_TEST_BUILDDIR
 #error "KL_TEST_BUILDDIR must name the build tree"
 #endif
+#ifndef KL_AGGCHECK_PATH
+#error "KL_AGGCHECK_PATH must name the built tests/tools/aggcheck"
+#endif
 
 #define MAX_PROCS 3
 #define EVENTS 4000
@@ -55,22 +61,30 @@ struct proc {
 	int starts, kills;
 };
 
-/* One window x page x action. */
+/* One window x page x action of the S3 objects. */
 struct cell {
 	char key[600];
-	uint64_t n;                      /* S3: records; DynamoDB: count + late */
-	int64_t price_micros;
-	uint64_t late;
+	uint64_t n;                      /* records */
+};
+
+/* What aggcheck --json said (-1: missing). */
+struct aggfig {
+	int rc;
+	long long objects, s3_records, s3_untimed, s3_cells, ddb_items, ddb_records, ddb_late,
+		ddb_untimed, ddb_cells, bad_items, mismatches;
 };
 
 static struct {
 	const char *kinesis, *dynamodb, *s3, *key_id, *secret;
-	char bin[4096], dir[512], bucket[64], app[64], stream[64], table[64], manifest[600];
+	char bin[4096], aggcheck[4096], dir[512], bucket[64], app[64], stream[64], table[64],
+		manifest[600];
 	struct creds_chain *creds;
 	struct aws_client s3c, ddbc;
 	struct proc p[MAX_PROCS];
-	struct cell *s3cells, *ddbcells;
-	size_t n_s3, n_ddb;
+	struct cell *s3cells;
+	size_t n_s3;
+	uint64_t lines;                  /* data records in S3 once drained */
+	bool drained;
 } fx;
 
 static void kill_all(void)
@@ -118,6 +132,9 @@ static void child_env(void)
 	unsetenv("ALL_PROXY");
 	setenv("NO_PROXY", "127.0.0.1,localhost", 1);
 	setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
+	setenv("AWS_ACCESS_KEY_ID", fx.key_id, 1);
+	setenv("AWS_SECRET_ACCESS_KEY", fx.secret, 1);
+	unsetenv("AWS_SESSION_TOKEN");
 	unsetenv("NOTIFY_SOCKET");
 	unsetenv("WATCHDOG_USEC");
 }
@@ -291,7 +308,7 @@ static uint64_t count_s3(uint64_t *ret_dups)
 			fmt_err("GetObject", err, &info);
 			CU_ASSERT_FATAL(err == KL_OK);
 			for (char *line = strtok_r(body, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-				json_object *o = json_tokener_parse(line), *v;
+				json_object *o = json_tokener_parse(line);
 				char window[40], key[600];
 				int64_t t = 0, ws;
 				time_t secs;
@@ -313,10 +330,6 @@ static uint64_t count_s3(uint64_t *ret_dups)
 					 jstr(o, "action"));
 				c = cell(fx.s3cells, &fx.n_s3, key);
 				c->n++;
-				if (json_object_object_get_ex(o, "price", &v) && v &&
-				    (json_object_is_type(v, json_type_double) ||
-				     json_object_is_type(v, json_type_int)))
-					c->price_micros += (int64_t)llround(json_object_get_double(v) * 1e6);
 				json_object_put(o);
 			}
 			free(body);
@@ -330,44 +343,117 @@ static uint64_t count_s3(uint64_t *ret_dups)
 	return lines;
 }
 
-static int64_t n_attr(json_object *item, const char *name)
+static long long jint(json_object *o, const char *key)
 {
-	const char *s = ddb_get_n(item, name);
+	json_object *v;
 
-	return s ? (int64_t)llround(strtod(s, NULL) * 1e6) : 0;
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : -1;
 }
 
-/* The table's items summed over buckets. Returns the number of items. */
-static size_t count_ddb(uint64_t *ret_late, uint64_t *ret_untimed)
+/* Runs aggcheck --json on the bucket and table; its stderr goes to
+ * <dir>/aggcheck.err, and into the log when it fails (the scratch dir
+ * goes away). Returns its exit status (-1: no figures). */
+static int aggcheck(struct aggfig *ret)
 {
-	json_object *items = NULL;
-	struct kl_errinfo info = { 0 };
-	enum kl_err err = ddb_scan_all(&fx.ddbc, fx.table, NULL, 0, &items, &info);
-	size_t n;
+	char window[16], errpath[600], out[4096];
+	char *argv[] = { fx.aggcheck, "--s3-endpoint", (char *)fx.s3, "--bucket", fx.bucket,
+			 "--data-prefix", "data/", "--ddb-endpoint", (char *)fx.dynamodb,
+			 "--table", fx.table, "--window-seconds", window, "--time-field", "ts",
+			 "--dimensions", "page, action", "--measures", "count, sum:price", "--json",
+			 NULL };
+	int p[2], status;
+	size_t used = 0;
+	ssize_t n;
+	pid_t pid;
+	json_object *o;
 
-	fmt_err("Scan", err, &info);
-	CU_ASSERT_FATAL(err == KL_OK);
-	fx.n_ddb = 0;
-	*ret_late = *ret_untimed = 0;
-	n = json_object_array_length(items);
-	for (size_t i = 0; i < n; i++) {
-		json_object *it = json_object_array_get_idx(items, i);
-		char key[600];
-		struct cell *c;
-		const char *w = ddb_get_s(it, "window"), *pg = ddb_get_s(it, "dim_page"),
-			   *ac = ddb_get_s(it, "dim_action");
+	memset(ret, 0, sizeof(*ret));
+	snprintf(window, sizeof(window), "%d", WINDOW_S);
+	snprintf(errpath, sizeof(errpath), "%s/aggcheck.err", fx.dir);
+	CU_ASSERT_FATAL(pipe(p) == 0);
+	fflush(NULL);
+	pid = fork();
+	CU_ASSERT_FATAL(pid >= 0);
+	if (pid == 0) {
+		int fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);  /* this run's only */
 
-		CU_ASSERT_FATAL(w && pg && ac);
-		snprintf(key, sizeof(key), "%s|%s|%s", w, pg, ac);
-		c = cell(fx.ddbcells, &fx.n_ddb, key);
-		c->n += (uint64_t)(n_attr(it, "count") / 1000000) + (uint64_t)(n_attr(it, "late") / 1000000);
-		c->late += (uint64_t)(n_attr(it, "late") / 1000000);
-		c->price_micros += n_attr(it, "sum_price");
-		*ret_late += (uint64_t)(n_attr(it, "late") / 1000000);
-		*ret_untimed += (uint64_t)(n_attr(it, "untimed") / 1000000);
+		child_env();
+		dup2(p[1], 1);
+		if (fd >= 0)
+			dup2(fd, 2);
+		close(p[0]);
+		close(p[1]);
+		execv(argv[0], argv);
+		_exit(127);
 	}
-	json_object_put(items);
-	return n;
+	close(p[1]);
+	while (used + 1 < sizeof(out) && (n = read(p[0], out + used, sizeof(out) - 1 - used)) > 0)
+		used += (size_t)n;
+	{
+		char sink[4096];
+
+		while (read(p[0], sink, sizeof(sink)) > 0)
+			;
+	}
+	out[used] = '\0';
+	close(p[0]);
+	CU_ASSERT_FATAL(waitpid(pid, &status, 0) == pid);
+	ret->rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	o = json_tokener_parse(out);
+	if (!o) {
+		ret->rc = -1;       /* a verdict without figures is no verdict */
+	} else {
+		ret->objects = jint(o, "objects");
+		ret->s3_records = jint(o, "s3_records");
+		ret->s3_untimed = jint(o, "s3_untimed");
+		ret->s3_cells = jint(o, "s3_cells");
+		ret->ddb_items = jint(o, "ddb_items");
+		ret->ddb_records = jint(o, "ddb_records");
+		ret->ddb_late = jint(o, "ddb_late");
+		ret->ddb_untimed = jint(o, "ddb_untimed");
+		ret->ddb_cells = jint(o, "ddb_cells");
+		ret->bad_items = jint(o, "bad_items");
+		ret->mismatches = jint(o, "mismatches");
+		json_object_put(o);
+	}
+	step("aggcheck exit %d: %lld objects, S3 %lld records in %lld cells (untimed %lld),"
+	     " DynamoDB %lld items, %lld records in %lld cells (late %lld, untimed %lld),"
+	     " %lld bad items, %lld mismatches (details in %s)", ret->rc, ret->objects,
+	     ret->s3_records, ret->s3_cells, ret->s3_untimed, ret->ddb_items, ret->ddb_records,
+	     ret->ddb_cells, ret->ddb_late, ret->ddb_untimed, ret->bad_items, ret->mismatches, errpath);
+	if (ret->rc != 0) {
+		FILE *f = fopen(errpath, "r");
+		char line[1024];
+
+		while (f && fgets(line, sizeof(line), f))
+			fprintf(stderr, "\n    %s", strtok(line, "\n") ? line : "");
+		if (f)
+			fclose(f);
+	}
+	return ret->rc;
+}
+
+/* ADD one number attribute of one item of the table (the breakage). */
+static void add_to_item(const char *pk, const char *attr, const char *dec)
+{
+	json_object *key = ddb_key_s(AGG_HASH_KEY, pk), *names = json_object_new_object(),
+		    *values = json_object_new_object();
+	struct ddb_write_opts wo = { 0 };
+	struct kl_errinfo info = { 0 };
+	enum kl_err err;
+
+	CU_ASSERT_FATAL(key && names && values);
+	CU_ASSERT_FATAL(json_object_object_add(names, "#a", json_object_new_string(attr)) == 0);
+	CU_ASSERT_FATAL(ddb_set(values, ":v", ddb_n(dec)) == KL_OK);
+	wo.condition = "attribute_exists(#a)";
+	wo.names = names;
+	wo.values = values;
+	err = ddb_update_item(&fx.ddbc, fx.table, key, "ADD #a :v", &wo, NULL, &info);
+	fmt_err("UpdateItem", err, &info);
+	CU_ASSERT_FATAL(err == KL_OK);
+	json_object_put(key);
+	json_object_put(names);
+	json_object_put(values);
 }
 
 /* Leases with a pending intent (pendingCheckpoint set). */
@@ -423,6 +509,8 @@ static void test_setup(void)
 	fx.secret = kl_test_env_or_skip("KL_TEST_SECRET_ACCESS_KEY");
 	snprintf(fx.bin, sizeof(fx.bin), "%s", bin && *bin ? bin : KL_TEST_BUILDDIR "/kinlake");
 	CU_ASSERT_FATAL(access(fx.bin, X_OK) == 0);
+	snprintf(fx.aggcheck, sizeof(fx.aggcheck), "%s", KL_AGGCHECK_PATH);
+	CU_ASSERT_FATAL(access(fx.aggcheck, X_OK) == 0);
 	snprintf(fx.dir, sizeof(fx.dir), "%s/integ-agg-%ld", emu, tag);
 	CU_ASSERT_FATAL(mkdir(fx.dir, 0700) == 0);
 	snprintf(fx.bucket, sizeof(fx.bucket), "kl-agg-%ld", tag);
@@ -431,8 +519,7 @@ static void test_setup(void)
 	snprintf(fx.table, sizeof(fx.table), "kl-agg-%ld-dash", tag);
 	snprintf(fx.manifest, sizeof(fx.manifest), "%s/manifest.tsv", fx.dir);
 	fx.s3cells = calloc(MAX_CELLS, sizeof(*fx.s3cells));
-	fx.ddbcells = calloc(MAX_CELLS, sizeof(*fx.ddbcells));
-	CU_ASSERT_FATAL(fx.s3cells && fx.ddbcells);
+	CU_ASSERT_FATAL(fx.s3cells != NULL);
 	cc.access_key_id = fx.key_id;
 	cc.secret_access_key = fx.secret;
 	cc.disable_imds = 1;
@@ -461,9 +548,9 @@ static void test_counts_equal_s3_after_kills(void)
 	struct proc *a = &fx.p[0], *b = &fx.p[1];
 	pid_t producer = produce_async();
 	int status = -1, pending = -1;
-	uint64_t expected, lines = 0, dups = 0, late = 0, untimed = 0, total = 0;
+	uint64_t expected, lines = 0, dups = 0;
+	struct aggfig f;
 	int64_t end;
-	size_t items, mismatches = 0;
 
 	step("producing %d events at 200/s (pid %ld)", EVENTS, (long)producer);
 	kl_sleep_ms(2000);   /* --create-shards makes the stream first */
@@ -504,31 +591,63 @@ static void test_counts_equal_s3_after_kills(void)
 	stop(b);
 
 	lines = count_s3(&dups);
-	items = count_ddb(&late, &untimed);
-	step("DynamoDB: %zu items, %zu window x page x action cells (S3: %zu), late %" PRIu64
-	     ", untimed %" PRIu64, items, fx.n_ddb, fx.n_s3, late, untimed);
-	CU_ASSERT_EQUAL(fx.n_ddb, fx.n_s3);
-	CU_ASSERT_EQUAL(untimed, 0);
-	for (size_t i = 0; i < fx.n_s3; i++) {
-		const struct cell *s = &fx.s3cells[i];
-		const struct cell *d = NULL;
-
-		for (size_t k = 0; k < fx.n_ddb && !d; k++)
-			if (strcmp(fx.ddbcells[k].key, s->key) == 0)
-				d = &fx.ddbcells[k];
-		total += d ? d->n : 0;
-		if (!d || d->n != s->n || d->price_micros != s->price_micros) {
-			if (mismatches++ < 10)
-				fprintf(stderr, "\n  mismatch %s: S3 %" PRIu64 " (price %" PRId64 ")"
-					", DynamoDB %" PRIu64 " (price %" PRId64 ")", s->key, s->n,
-					s->price_micros, d ? d->n : 0, d ? d->price_micros : 0);
-		}
-	}
-	CU_ASSERT_EQUAL(mismatches, 0);
-	CU_ASSERT_EQUAL(total, lines);
+	CU_ASSERT_EQUAL(lines, expected);
+	/* The comparison itself: aggcheck, checked against this test's own
+	 * reading of the objects (records, cells), so a tool that read
+	 * nothing cannot pass. */
+	CU_ASSERT_EQUAL(aggcheck(&f), 0);
+	CU_ASSERT_EQUAL(f.mismatches, 0);
+	CU_ASSERT_EQUAL(f.bad_items, 0);
+	CU_ASSERT_EQUAL(f.s3_records, (long long)lines);
+	CU_ASSERT_EQUAL(f.ddb_records, (long long)lines);
+	CU_ASSERT_EQUAL(f.s3_cells, (long long)fx.n_s3);
+	CU_ASSERT_EQUAL(f.ddb_cells, (long long)fx.n_s3);
+	CU_ASSERT_EQUAL(f.s3_untimed, 0);
+	CU_ASSERT_EQUAL(f.ddb_untimed, 0);
+	CU_ASSERT_TRUE(f.ddb_items >= f.ddb_cells);
 	CU_ASSERT_TRUE(a->kills + b->kills >= 3);
-	printf("\nfigures: %" PRIu64 " records, %zu cells, %zu items, %" PRIu64 " late, %d kills\n",
-	       lines, fx.n_s3, items, late, a->kills + b->kills);
+	fx.lines = lines;
+	fx.drained = f.rc == 0;
+	printf("\nfigures: %" PRIu64 " records, %zu cells, %lld items, %lld late, %d kills\n",
+	       lines, fx.n_s3, f.ddb_items, f.ddb_late, a->kills + b->kills);
+}
+
+/*
+ * aggcheck must be able to fail: one item's count one too high, then
+ * (count restored) its price sum 0.5 too high; each is one mismatch, and
+ * restoring both passes again.
+ */
+static void test_aggcheck_catches_breakage(void)
+{
+	json_object *items = NULL;
+	struct kl_errinfo info = { 0 };
+	struct aggfig f;
+	char pk[AGG_PK_MAX + 1];
+	enum kl_err err;
+
+	CU_ASSERT_FATAL(fx.drained);
+	err = ddb_scan_all(&fx.ddbc, fx.table, NULL, 0, &items, &info);
+	fmt_err("Scan", err, &info);
+	CU_ASSERT_FATAL(err == KL_OK && json_object_array_length(items) > 0);
+	snprintf(pk, sizeof(pk), "%s", ddb_get_s(json_object_array_get_idx(items, 0), AGG_HASH_KEY));
+	json_object_put(items);
+	step("breaking item %s", pk);
+
+	add_to_item(pk, "count", "1");
+	CU_ASSERT_EQUAL(aggcheck(&f), 1);
+	CU_ASSERT_EQUAL(f.mismatches, 1);
+	CU_ASSERT_EQUAL(f.s3_records, (long long)fx.lines);
+	CU_ASSERT_EQUAL(f.ddb_records, (long long)fx.lines + 1);
+
+	add_to_item(pk, "count", "-1");
+	add_to_item(pk, "sum_price", "0.5");
+	CU_ASSERT_EQUAL(aggcheck(&f), 1);
+	CU_ASSERT_EQUAL(f.mismatches, 1);
+	CU_ASSERT_EQUAL(f.ddb_records, (long long)fx.lines);
+
+	add_to_item(pk, "sum_price", "-0.5");
+	CU_ASSERT_EQUAL(aggcheck(&f), 0);
+	CU_ASSERT_EQUAL(f.mismatches, 0);
 }
 
 int main(void)
@@ -536,6 +655,7 @@ int main(void)
 	static const struct kl_test t[] = {
 		KL_TEST(test_setup),
 		KL_TEST(test_counts_equal_s3_after_kills),
+		KL_TEST(test_aggcheck_catches_breakage),
 		{ NULL, NULL },
 	};
 	int rc;
@@ -551,7 +671,6 @@ int main(void)
 	aws_client_done(&fx.ddbc);
 	creds_chain_free(fx.creds);
 	free(fx.s3cells);
-	free(fx.ddbcells);
 	http_global_cleanup();
 	return rc;
 }
