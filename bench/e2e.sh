@@ -19,7 +19,7 @@
 #                  and each emulator, per GB
 # Everything listens on 127.0.0.1. Run from a build tree (after `make bench`):
 #   /path/to/src/bench/e2e.sh [--shards N] [--events N] [--kpl K] [--codec C]
-#       [--level L] [--plugin identity|clickstream] [--buffer-bytes SIZE]
+#       [--level L] [--window-log W (zstd)] [--pages N] [--plugin identity|clickstream] [--buffer-bytes SIZE]
 #       [--part-size SIZE] [--threshold SIZE] [--buffer-seconds S]
 #       [--threads N] [--limit N (GetRecords Limit)] [--timeout S] [--check]
 # KL_E2E_PERF=FILE: also `perf record -g` the worker into FILE.
@@ -35,7 +35,7 @@ if [ -z "${KL_TEST_KINESIS_ENDPOINT:-}" ]; then
 fi
 export AWS_EC2_METADATA_DISABLED=true
 
-shards=8 events=200000 kpl=20 codec=zstd level="" plugin=identity
+shards=8 events=200000 kpl=20 codec=zstd level="" window_log="" pages="" plugin=identity
 buffer_bytes="64MiB" part_size="16MiB" threshold="16MiB" buffer_seconds=300
 threads=0 timeout=1800 check=0 limit=10000
 while [ $# -gt 0 ]; do
@@ -45,6 +45,8 @@ while [ $# -gt 0 ]; do
 	--kpl) kpl=$2; shift 2 ;;
 	--codec) codec=$2; shift 2 ;;
 	--level) level=$2; shift 2 ;;
+	--window-log) window_log=$2; shift 2 ;;
+	--pages) pages=$2; shift 2 ;;
 	--plugin) plugin=$2; shift 2 ;;
 	--buffer-bytes) buffer_bytes=$2; shift 2 ;;
 	--part-size) part_size=$2; shift 2 ;;
@@ -94,7 +96,8 @@ port() { sed -n "s/^$2 //p" "$work/$1.out"; }
 levels=""
 case "$codec" in
 gzip) [ -n "$level" ] && levels="gzip_level = $level;" ;;
-zstd) [ -n "$level" ] && levels="zstd_level = $level;" ;;
+zstd) [ -n "$level" ] && levels="zstd_level = $level;"
+	[ -n "$window_log" ] && levels="$levels zstd_window_log = $window_log;" ;;
 esac
 write_config() { # file kinesis dynamodb s3
 	cat >"$1" <<CONF
@@ -103,7 +106,7 @@ worker_id = "e2e";
 stream = "$stream";
 state_dir = "$work/state";
 lease = { failover_ms = 10000; };
-consumer = { threads = $threads; idle_ms = 200; get_records_limit = $limit; };
+consumer = { threads = $threads; idle_ms = 200; get_records_limit = $limit; ${pages:+max_pages_in_memory = $pages;} };
 plugin = { name = "$plugin"; search_path = "$work/plugins"; };
 s3 = {
   bucket = "$bucket";

@@ -122,6 +122,7 @@ struct cfg_s3 {
 	enum cfg_compression compression;
 	int64_t gzip_level;
 	int64_t zstd_level;
+	int64_t zstd_window_log;        /* 0 = the level's default */
 	char *delimiter;
 	int64_t buffer_bytes;
 	int64_t buffer_records;         /* 0 = unlimited */

@@ -6,8 +6,11 @@
  *
  * Invariants kept here: a page of GetRecords stays in memory until every
  * record of it was taken by the sink (a refused record is offered again
- * with the same transform result, never re-read or re-transformed);
- * records at or below the floor (the resume point, then the last record
+ * with the same transform result), except that a page the sink is too busy
+ * to take while other shards wait for the page budget is given up: the
+ * floor moves to the last record taken and reading restarts AT the record
+ * being pushed (its refused record is then transformed again); records at
+ * or below the floor (the resume point, then the last record
  * taken) are dropped, so re-reading a page can never duplicate; the lease
  * is checked before each GetRecords, before the first push of each page
  * and whenever its validity runs out; after KL_ELEASE_LOST nothing but
@@ -36,6 +39,7 @@
 enum push_step {
 	PUSH_PAGE_DONE = 0,  /* every record of the page was handled */
 	PUSH_RETRY,          /* the sink refused a record (or no memory): back off */
+	PUSH_BUSY,           /* the sink refused it with KL_ETHROTTLED (busy uploading) */
 	PUSH_WAIT,           /* the lease is not processable right now */
 	PUSH_LOST,           /* the lease is lost */
 	PUSH_STOP,           /* a stop was requested */
@@ -100,6 +104,7 @@ struct consumer {
 	struct kl_transform_record trec;
 	struct xform_result res;
 
+	uint64_t aggregates_reread;   /* KPL aggregates decoded twice (dropped pages) */
 	bool end_seen;                /* a page without NextShardIterator was pushed */
 	struct lease_shard_list children;  /* at shard end */
 
@@ -401,7 +406,7 @@ static void publish(struct consumer *c)
 	int64_t now = now_ms(c);
 
 	c->m.state = c->state;
-	c->m.kpl_aggregates = ks->aggregates;
+	c->m.kpl_aggregates = ks->aggregates - c->aggregates_reread;
 	c->m.hash_range_dropped_aggregates = ks->filtered_aggregates;
 	c->m.hash_range_dropped_records = ks->filtered_user_records;
 	pthread_mutex_lock(&c->metrics_mu);
@@ -768,7 +773,7 @@ static enum push_step push_page(struct consumer *c)
 			if (err) {
 				c->m.push_retries++;
 				note_error(c, err, &info, "sink push");
-				return PUSH_RETRY;
+				return err == KL_ETHROTTLED ? PUSH_BUSY : PUSH_RETRY;
 			}
 			c->pending = false;
 			c->push_streak = 0;
@@ -829,6 +834,19 @@ static void give_slot(struct consumer *c)
 	}
 }
 
+/* Moves the floor to the last record of the page the sink took, if any. */
+static void floor_to_last_taken(struct consumer *c)
+{
+	if (c->pushed_in_page) {
+		const char *seq = c->page->records[c->last_pos].sequence_number;
+
+		c->floor.kind = LEASE_ESN_SEQ;
+		c->floor.subseq = c->last_subseq;
+		snprintf(c->floor.seq, sizeof(c->floor.seq), "%s", seq);
+		c->m.last_pushed = c->floor;
+	}
+}
+
 /*
  * The page was pushed completely: move the floor to the last record taken,
  * keep its children if it ended the shard, and free it.
@@ -837,14 +855,7 @@ static void page_done(struct consumer *c)
 {
 	const struct kinesis_records *p = c->page;
 
-	if (c->pushed_in_page) {
-		const char *seq = p->records[c->last_pos].sequence_number;
-
-		c->floor.kind = LEASE_ESN_SEQ;
-		c->floor.subseq = c->last_subseq;
-		snprintf(c->floor.seq, sizeof(c->floor.seq), "%s", seq);
-		c->m.last_pushed = c->floor;
-	}
+	floor_to_last_taken(c);
 	if (!p->next_iterator) {
 		c->end_seen = true;
 		if (p->n_children && children_from_page(c) != KL_OK)
@@ -853,6 +864,84 @@ static void page_done(struct consumer *c)
 	kinesis_records_free(c->page);
 	c->page = NULL;
 	give_slot(c);
+}
+
+/*
+ * May the page be given up because the sink said KL_ETHROTTLED? Only to
+ * a budget that has no free slot (others wait, or would: an uncontended
+ * worker keeps its page rather than read it again), and not while the
+ * refused record is one the guard routed to push_crashed(): the guard
+ * moves past a record it says CRASHED for, so asked again after a re-read
+ * it would let the plugin run the record that crashed it.
+ */
+static bool may_drop_page(struct consumer *c)
+{
+	return c->deps.budget && c->slot && !(c->pending && c->crashed) &&
+	       consumer_budget_available(c->deps.budget) == 0;
+}
+
+/*
+ * Gives a half-pushed page up while the sink is busy (an upload in flight
+ * can take many seconds), so the slot serves shards that can make
+ * progress: the floor moves to the last record taken, the page is freed,
+ * the slot given back, and the next read opens AT_SEQUENCE_NUMBER of the
+ * record being pushed (records before it were all handled): the floor
+ * drops its user records already taken, including the first part of a
+ * split KPL aggregate. Nothing of the page counts as the shard's end.
+ * The refused record (c->pending) is transformed again after the re-read:
+ * a guard sees before()/after() twice for it, balanced. The per-record
+ * metrics of what will be read again are taken back here, so they still
+ * count each record once; records_reread and pages_dropped show the cost.
+ * The next read waits out the push backoff on top of the pacing, so a sink
+ * that refuses without saying blocked() cannot make it spin.
+ */
+static void drop_page(struct consumer *c)
+{
+	const struct kinesis_records *p = c->page;
+	const struct kinesis_record *kr = &p->records[c->pos];
+
+	floor_to_last_taken(c);
+	for (size_t i = c->pos; i < p->n_records; i++) {
+		c->m.records_read--;
+		c->m.bytes_read -= p->records[i].data_len;
+		c->m.records_reread++;
+	}
+	if (c->decoded && c->kpl.verdict != KPL_FILTERED) {
+		/* Decoded again after the re-read; its first c->sub user
+		 * records (taken, or below the old floor) are then filtered. */
+		c->m.user_records -= c->kpl.nrecords;
+		c->m.esn_filtered -= c->sub;
+		if (c->kpl.verdict == KPL_AGGREGATE)
+			c->aggregates_reread++;
+	}
+	if (c->pending) {
+		if (c->crashed) {
+			c->m.plugin_crashed--;
+		} else {
+			switch (c->res.result) {
+			case KL_TRANSFORM_OK: c->m.plugin_ok--; break;
+			case KL_TRANSFORM_DROPPED: c->m.plugin_dropped--; break;
+			case KL_TRANSFORM_FAILED: c->m.plugin_failed--; break;
+			}
+		}
+	}
+	c->resume.kind = LEASE_ESN_SEQ;
+	c->resume.subseq = 0;
+	snprintf(c->resume.seq, sizeof(c->resume.seq), "%s", kr->sequence_number);
+	/* resume_position() prefers AFTER the last record read: that would
+	 * skip the rest of this page. */
+	c->last_read_seq[0] = '\0';
+	free(c->iterator);
+	c->iterator = NULL;
+	c->m.pages_dropped++;
+	log_debug("consumer: '%s' sink busy, page given up at %s (%zu records to read again)",
+		  c->shard_id, kr->sequence_number, p->n_records - c->pos);
+	kinesis_records_free(c->page);
+	c->page = NULL;
+	c->pending = false;
+	c->decoded = false;
+	give_slot(c);
+	defer_next_call(c, now_ms(c) + backoff_ms(c, bump(&c->push_streak), false));
 }
 
 /* Takes a GetRecords answer: the iterator moves on, pacing is set. */
@@ -1005,6 +1094,16 @@ static enum consumer_state st_processing(struct consumer *c)
 				return CONSUMER_SHUTTING_DOWN;
 			case PUSH_WAIT:
 				rc = wait_for(c, c->cfg.poll_ms);
+				break;
+			case PUSH_BUSY:
+				if (may_drop_page(c)) {
+					/* The wait for the sink happens below, without
+					 * the page ("no reading while the sink is full"). */
+					drop_page(c);
+					publish(c);
+					continue;
+				}
+				rc = wait_for(c, backoff_ms(c, bump(&c->push_streak), false));
 				break;
 			case PUSH_RETRY:
 			default:

@@ -15,8 +15,10 @@
  * Invariants: records reach the sink once each, in ESN order; nothing is
  * pushed, flushed or checkpointed after the lease is known to be lost;
  * SHARD_END is written only after a successful flush; a record the sink
- * refused is offered again (same transform result), never skipped; no
- * GetRecords call is made while the sink says blocked().
+ * refused is offered again (same transform result, or, when a busy sink
+ * made the consumer give its page up to the budget, transformed again
+ * after the re-read), never skipped; no GetRecords call is made while
+ * the sink says blocked().
  *
  * Everything outside (Kinesis, the lease coordinator, the clock) comes in
  * through the small interfaces below, so the state machine runs in unit
@@ -163,7 +165,10 @@ struct consumer_guard {
  * n decoded pages (up to ~7.5 MB each) exist at once; the body buffers keep
  * their allocation, so steady state allocates no body at all. A consumer
  * waiting for a slot still ticks its sink, checks its lease and sees stop
- * requests (consumer_request_stop() wakes the budget's waiters).
+ * requests (consumer_request_stop() wakes the budget's waiters). A consumer
+ * whose sink is busy (push() says KL_ETHROTTLED: an upload in flight) while
+ * no slot is free gives its half-pushed page up and reads the rest again
+ * later, so shards stuck on uploads cannot hold every slot.
  * Thread-safe: every function may be called from any thread.
  */
 struct consumer_budget;
@@ -266,7 +271,8 @@ const char *consumer_state_name(enum consumer_state state);
 /* A copy of one consumer's counters (plain value, no frees). */
 struct consumer_metrics {
 	enum consumer_state state;
-	uint64_t records_read;          /* Kinesis records received */
+	uint64_t records_read;          /* Kinesis records received (once each: see
+					 * records_reread) */
 	uint64_t bytes_read;            /* their Data bytes */
 	uint64_t user_records;          /* after KPL de-aggregation */
 	uint64_t get_records_calls;     /* GetRecords attempts by the consumer */
@@ -285,6 +291,12 @@ struct consumer_metrics {
 	uint64_t push_retries;          /* refusals by the sink (record offered again) */
 	uint64_t blocked_waits;         /* waits because the sink was blocked */
 	uint64_t budget_waits;          /* waits for a slot of the page budget */
+	uint64_t pages_dropped;         /* pages given up half-pushed to the budget
+					 * while the sink was busy (read again later) */
+	uint64_t records_reread;        /* Kinesis records received again because
+					 * of that (not in records_read, nor their
+					 * user records or plugin results counted
+					 * twice) */
 	uint64_t ticks;
 	uint64_t flushes;
 	struct lease_esn last_pushed;   /* ESN of the last record the sink took */

@@ -44,6 +44,7 @@ struct spool {
 	enum spool_state state;
 	enum spool_codec codec;
 	int level;
+	int window_log;
 	char delim[SPOOL_DELIM_MAX];
 	size_t delim_len;
 
@@ -396,6 +397,10 @@ static enum kl_err init_codec(struct spool *sp, struct kl_errinfo *info)
 		if (ZSTD_isError(ZSTD_CCtx_setParameter(sp->zc, ZSTD_c_compressionLevel, level)) ||
 		    ZSTD_isError(ZSTD_CCtx_setParameter(sp->zc, ZSTD_c_checksumFlag, 1)))
 			return kl_errinfo_set(info, KL_EINVAL, "spool: cannot set zstd level %d", level);
+		if (sp->window_log &&
+		    ZSTD_isError(ZSTD_CCtx_setParameter(sp->zc, ZSTD_c_windowLog, sp->window_log)))
+			return kl_errinfo_set(info, KL_EINVAL, "spool: zstd window log %d is out of range",
+					      sp->window_log);
 		return KL_OK;
 	}
 #else
@@ -472,6 +477,7 @@ enum kl_err spool_new(const char *dir, const char *name, const struct spool_opts
 	sp->fd = -1;
 	sp->codec = opts->codec;
 	sp->level = opts->level;
+	sp->window_log = opts->window_log;
 	sp->meta.codec = opts->codec;
 	if (opts->delim) {
 		memcpy(sp->delim, opts->delim, opts->delim_len);

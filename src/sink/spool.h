@@ -48,6 +48,8 @@ struct spool_opts {
 	enum spool_codec codec;
 	int level;             /* 0 = codec default (gzip 6, zstd 3); gzip 1..9,
 				  zstd ZSTD_minCLevel()..ZSTD_maxCLevel() */
+	int window_log;        /* zstd: 0 = the level's default, else 10..27
+				  (the context is ~2.5 windows of memory) */
 	const char *delim;     /* written after every record; NULL = "\n" */
 	size_t delim_len;      /* used when delim != NULL; 0 = no delimiter */
 	size_t buffer_bytes;   /* size of each internal buffer (input and

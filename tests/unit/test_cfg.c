@@ -472,6 +472,13 @@ static void test_cross_field(void)
 
 	cfg_errors_init(&e);
 	CU_ASSERT(load_text("application = \"clicks-app\";\nstream = \"clicks\";\n"
+			    "s3 = { bucket = \"my-lake\"; zstd_window_log = 9; };\n", &c, &e) == KL_ECONFIG);
+	CU_ASSERT(has(&e, ":3: s3.zstd_window_log: 9 is not 0 or in 10..27"));
+	CU_ASSERT_EQUAL(e.count, 1);
+	cfg_errors_done(&e);
+
+	cfg_errors_init(&e);
+	CU_ASSERT(load_text("application = \"clicks-app\";\nstream = \"clicks\";\n"
 			    "initial_timestamp = \"2024-05-01T00:00:00Z\";\n"
 			    "s3 = { bucket = \"my-lake\"; prefix = \"p/\"; error_prefix = \"p/\"; };\n"
 			    "credentials = { secret_access_key = \"abc\"; profile = \"x\"; };\n", &c, &e) ==

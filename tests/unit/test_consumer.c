@@ -1692,6 +1692,495 @@ static void test_budget_wait_and_stop(void)
 	xform_free(x);
 }
 
+/* ------------------------------------------------------------ busy sink, shared budget */
+
+/* Creates the consumer on fake time with the given budget (NULL: none). */
+static void make_budget(const struct consumer_config *cfg, struct consumer_budget *budget,
+			struct xform **ret_x)
+{
+	struct consumer_deps deps;
+	struct kl_errinfo info;
+
+	memset(&deps, 0, sizeof(deps));
+	*ret_x = new_xform();
+	deps.kinesis.ops = &fk_ops;
+	deps.lease.ops = &fl_ops;
+	deps.sink.ops = &ts_ops;
+	deps.xform = *ret_x;
+	deps.clock = &fake_clock;
+	deps.budget = budget;
+	kl_errinfo_clear(&info);
+	if (consumer_new(cfg, &deps, &cons, &info) != KL_OK)
+		fprintf(stderr, "consumer_new: %s\n", info.message);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cons);
+}
+
+/* A sink that says KL_ETHROTTLED (busy uploading) keeps its page when
+ * there is no budget, or a budget with a free slot: the same record is
+ * offered again, nothing is read again. */
+static void test_busy_sink_keeps_page(void)
+{
+	for (unsigned slots = 0; slots <= 2; slots += 2) {
+		struct consumer_config cfg = base_config();
+		struct consumer_budget *budget = NULL;
+		struct consumer_metrics m;
+		const char *x1;
+		struct xform *x;
+
+		reset();
+		add_events(25);
+		ts.refuse_at[0] = 4;
+		ts.refuse_err[0] = KL_ETHROTTLED;
+		ts.refuse_at[1] = 5;
+		ts.refuse_err[1] = KL_ETHROTTLED;
+		fk.hook = stop_when_drained;
+		if (slots)
+			CU_ASSERT_FATAL(consumer_budget_new(slots, 0, &budget) == KL_OK);
+		make_budget(&cfg, budget, &x);
+		CU_ASSERT_EQUAL(consumer_run(cons), CONSUMER_STOPPED);
+		assert_pushed_range(0, 25);
+		CU_ASSERT_EQUAL(fk.n_iters, 1);
+		x1 = strstr(events, "X,");
+		CU_ASSERT_PTR_NOT_NULL_FATAL(x1);
+		CU_ASSERT(strncmp(x1, "X,X,P,P,P,P,P,P,P,G,", 20) == 0);
+		CU_ASSERT_EQUAL(xform_get_stats(x)->records, 25);
+		consumer_get_metrics(cons, &m);
+		CU_ASSERT_EQUAL(m.pages_dropped, 0);
+		CU_ASSERT_EQUAL(m.records_reread, 0);
+		CU_ASSERT_EQUAL(m.records_read, 25);
+		CU_ASSERT_EQUAL(m.push_retries, 2);
+		done(x);
+		if (budget)
+			CU_ASSERT_EQUAL(consumer_budget_available(budget), slots);
+		consumer_budget_free(budget);
+	}
+}
+
+/* With the budget's only slot held: each busy refusal gives the page up;
+ * reading restarts AT the refused record, after the push backoff and
+ * never faster than the pacing; every record arrives once, in order, the
+ * refused one transformed again; the metrics count each record once. */
+static void test_busy_sink_drops_page_on_fake_time(void)
+{
+	struct consumer_config cfg = base_config();
+	struct consumer_budget *budget = NULL;
+	struct consumer_metrics m;
+	struct xform *x;
+
+	reset();
+	add_events(25);
+	ts.refuse_at[0] = 4;
+	ts.refuse_err[0] = KL_ETHROTTLED;
+	ts.refuse_at[1] = 5;
+	ts.refuse_err[1] = KL_ETHROTTLED;
+	fk.hook = stop_when_drained;
+	CU_ASSERT_FATAL(consumer_budget_new(1, 0, &budget) == KL_OK);
+	make_budget(&cfg, budget, &x);
+	CU_ASSERT_EQUAL(consumer_run(cons), CONSUMER_STOPPED);
+	assert_pushed_range(0, 25);
+	CU_ASSERT_EQUAL_FATAL(fk.n_iters, 3);
+	CU_ASSERT_EQUAL(fk.iters[0].type, KINESIS_ITER_TRIM_HORIZON);
+	for (int i = 1; i < 3; i++) {
+		CU_ASSERT_EQUAL(fk.iters[i].type, KINESIS_ITER_AT_SEQUENCE_NUMBER);
+		CU_ASSERT_STRING_EQUAL(fk.iters[i].seq, fk.recs[3].seq);
+	}
+	/* Refusal, drop, new iterator, read: "X,I,G,". */
+	CU_ASSERT_PTR_NOT_NULL(strstr(events, "P,P,P,X,I,G,X,I,G,P,"));
+	for (int i = 1; i < fk.n_calls; i++)
+		CU_ASSERT(fk.calls[i].at - fk.calls[i - 1].at >= 200);
+	CU_ASSERT_EQUAL(xform_get_stats(x)->records, 27);
+	consumer_get_metrics(cons, &m);
+	CU_ASSERT_EQUAL(m.pages_dropped, 2);
+	CU_ASSERT_EQUAL(m.records_reread, 7 + 10);  /* records 3-9, then 3-12 */
+	CU_ASSERT_EQUAL(m.records_read, 25);
+	CU_ASSERT_EQUAL(m.user_records, 25);
+	CU_ASSERT_EQUAL(m.plugin_ok + m.plugin_dropped + m.plugin_failed, 25);
+	CU_ASSERT_EQUAL(m.esn_filtered, 0);
+	CU_ASSERT_EQUAL(m.pushed, 25);
+	CU_ASSERT_EQUAL(m.push_retries, 2);
+	CU_ASSERT_STRING_EQUAL(m.last_pushed.seq, fk.recs[24].seq);
+	done(x);
+	CU_ASSERT_EQUAL(consumer_budget_available(budget), 1);
+	consumer_budget_free(budget);
+}
+
+/*
+ * Two consumers on their own threads (real clock) share a one-slot
+ * budget. Each has its own shard, sink and lease, passed as ctx.
+ */
+struct mshard {
+	struct frec recs[16];
+	size_t n;
+	int page_max;
+	struct fiter iters[16];      /* this consumer's thread only */
+	int n_iters;
+	atomic_int get_calls;
+	atomic_int read_while_blocked;
+	atomic_bool blocked;         /* the sink is busy: blocked(), KL_ETHROTTLED */
+	size_t block_after;          /* the sink blocks once it took this many */
+	atomic_int refusals;
+	struct { char seq[64]; uint64_t sub; } v[64];
+	atomic_size_t n_pushed;
+};
+
+static struct mshard msa, msb;
+
+static void ms_add(struct mshard *s, const void *data, size_t len)
+{
+	struct frec *r = &s->recs[s->n];
+
+	CU_ASSERT_FATAL(s->n < 16);
+	seq_of(s->n, r->seq);
+	snprintf(r->pk, sizeof(r->pk), "pk-%zu", s->n);
+	r->data = malloc(len);
+	CU_ASSERT_FATAL(r->data != NULL);
+	memcpy(r->data, data, len);
+	r->len = len;
+	r->arrival_ms = ARRIVAL_MS + (int64_t)s->n;
+	s->n++;
+}
+
+static void ms_add_events(struct mshard *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char d[128];
+		int len = snprintf(d, sizeof(d), "{\"event\":\"view\",\"n\":%zu}", s->n);
+
+		ms_add(s, d, (size_t)len);
+	}
+}
+
+static void ms_free(struct mshard *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		free(s->recs[i].data);
+}
+
+static size_t ms_index(const struct mshard *s, const char *seq)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (strcmp(s->recs[i].seq, seq) == 0)
+			return i;
+	CU_FAIL("unknown sequence number");
+	return s->n;
+}
+
+static enum kl_err ms_get_shard_iterator(void *ctx, const char *shard_id,
+					 const struct kinesis_position *pos, char **ret_iterator,
+					 struct kl_errinfo *info)
+{
+	struct mshard *s = ctx;
+	size_t p = 0;
+	char buf[32];
+
+	(void)shard_id;
+	(void)info;
+	if (s->n_iters < 16) {
+		s->iters[s->n_iters].type = pos->type;
+		snprintf(s->iters[s->n_iters].seq, sizeof(s->iters[0].seq), "%s",
+			 pos->sequence_number ? pos->sequence_number : "");
+	}
+	s->n_iters++;
+	if (pos->type == KINESIS_ITER_AT_SEQUENCE_NUMBER)
+		p = ms_index(s, pos->sequence_number);
+	else if (pos->type == KINESIS_ITER_AFTER_SEQUENCE_NUMBER)
+		p = ms_index(s, pos->sequence_number) + 1;
+	else
+		CU_ASSERT_EQUAL(pos->type, KINESIS_ITER_TRIM_HORIZON);
+	snprintf(buf, sizeof(buf), "it-%zu", p);
+	*ret_iterator = strdup(buf);
+	return *ret_iterator ? KL_OK : KL_ENOMEM;
+}
+
+static enum kl_err ms_get_records(void *ctx, const char *iterator, int limit,
+				  struct kinesis_records **ret, struct kl_errinfo *info)
+{
+	struct mshard *s = ctx;
+	struct buf body, b64;
+	size_t p, k;
+	enum kl_err err;
+
+	atomic_fetch_add(&s->get_calls, 1);
+	if (atomic_load(&s->blocked))
+		atomic_fetch_add(&s->read_while_blocked, 1);
+	CU_ASSERT_FATAL(strncmp(iterator, "it-", 3) == 0);
+	p = strtoul(iterator + 3, NULL, 10);
+	k = s->n - p;
+	if (k > (size_t)limit)
+		k = (size_t)limit;
+	if (s->page_max && k > (size_t)s->page_max)
+		k = (size_t)s->page_max;
+	buf_init(&body, 0);
+	buf_init(&b64, 0);
+	buf_append_str(&body, "{\"Records\":[");
+	for (size_t i = p; i < p + k; i++) {
+		const struct frec *r = &s->recs[i];
+
+		buf_reset(&b64);
+		CU_ASSERT_FATAL(buf_reserve(&b64, KL_B64_ENCLEN(r->len) + 1) == KL_OK);
+		kl_b64_encode(r->data, r->len, b64.data);
+		buf_printf(&body,
+			   "%s{\"SequenceNumber\":\"%s\",\"ApproximateArrivalTimestamp\":%" PRId64
+			   ".%03d,\"Data\":\"%s\",\"PartitionKey\":\"%s\"}",
+			   i > p ? "," : "", r->seq, r->arrival_ms / 1000, (int)(r->arrival_ms % 1000),
+			   b64.data, r->pk);
+	}
+	buf_printf(&body, "],\"NextShardIterator\":\"it-%zu\",\"MillisBehindLatest\":0}", p + k);
+	err = kinesis_parse_get_records(body.data, body.len, ret, info);
+	CU_ASSERT_EQUAL(err, KL_OK);
+	buf_done(&body);
+	buf_done(&b64);
+	return err;
+}
+
+static enum kl_err ms_list_children(void *ctx, const char *shard_id, struct lease_shard_list *ret,
+				    struct kl_errinfo *info)
+{
+	(void)ctx;
+	(void)shard_id;
+	(void)ret;
+	(void)info;
+	return KL_OK;   /* the shard is open: never asked */
+}
+
+static const struct consumer_kinesis_ops ms_kinesis_ops = {
+	.get_shard_iterator = ms_get_shard_iterator,
+	.get_records = ms_get_records,
+	.list_children = ms_list_children,
+};
+
+static enum kl_err ml_check(void *ctx, const char *key, uint64_t token, int64_t *ret_valid_until_ms)
+{
+	(void)ctx;
+	(void)key;
+	(void)token;
+	*ret_valid_until_ms = kl_mono_ms() + 60000;
+	return KL_OK;
+}
+
+static enum kl_err ml_shard_end(void *ctx, const char *key, uint64_t token,
+				const struct lease_shard *children, size_t n, struct kl_errinfo *info)
+{
+	(void)ctx;
+	(void)key;
+	(void)token;
+	(void)children;
+	(void)n;
+	(void)info;
+	CU_FAIL("shard end on an open shard");
+	return KL_OK;
+}
+
+static const struct consumer_lease_ops ml_ops = { ml_check, ml_shard_end, NULL };
+
+static enum kl_err ms_push(void *ctx, const struct kl_transform_record *rec,
+			   const struct xform_result *res, struct kl_errinfo *info)
+{
+	struct mshard *s = ctx;
+	size_t n = atomic_load(&s->n_pushed);
+
+	(void)res;
+	if (atomic_load(&s->blocked)) {
+		atomic_fetch_add(&s->refusals, 1);
+		return kl_errinfo_set(info, KL_ETHROTTLED, "uploading");
+	}
+	CU_ASSERT_FATAL(n < 64);
+	snprintf(s->v[n].seq, sizeof(s->v[n].seq), "%s", rec->sequence_number);
+	s->v[n].sub = rec->sub_sequence_number;
+	atomic_store(&s->n_pushed, n + 1);
+	if (n + 1 == s->block_after)
+		atomic_store(&s->blocked, true);
+	return KL_OK;
+}
+
+static bool ms_blocked(void *ctx)
+{
+	struct mshard *s = ctx;
+
+	return atomic_load(&s->blocked);
+}
+
+static enum kl_err ms_tick(void *ctx, int64_t now, struct kl_errinfo *info)
+{
+	(void)ctx;
+	(void)now;
+	(void)info;
+	return KL_OK;
+}
+
+static enum kl_err ms_flush(void *ctx, struct kl_errinfo *info)
+{
+	(void)ctx;
+	(void)info;
+	return KL_OK;
+}
+
+static void ms_abandon(void *ctx)
+{
+	(void)ctx;
+}
+
+static void ms_resume_after(void *ctx, struct lease_esn *ret)
+{
+	(void)ctx;
+	(void)ret;       /* kind NONE: the grant's checkpoint (TRIM_HORIZON) */
+}
+
+static const struct record_sink_ops ms_sink_ops = {
+	ms_push, ms_blocked, ms_tick, ms_flush, ms_abandon, ms_resume_after, NULL,
+};
+
+static struct consumer *ms_consumer(struct mshard *s, const char *shard_id,
+				    struct consumer_budget *budget, struct xform *x)
+{
+	struct consumer_config cfg = base_config();
+	struct consumer_deps deps;
+	struct kl_errinfo info;
+	struct consumer *c = NULL;
+
+	cfg.shard_id = shard_id;
+	cfg.release_on_stop = false;
+	cfg.idle_ms = 20;
+	cfg.tick_ms = 20;
+	cfg.poll_ms = 100;
+	cfg.backoff_base_ms = 5;
+	cfg.throttle_base_ms = 20;
+	cfg.backoff_max_ms = 100;
+	memset(&deps, 0, sizeof(deps));
+	deps.kinesis.ops = &ms_kinesis_ops;
+	deps.kinesis.ctx = s;
+	deps.lease.ops = &ml_ops;
+	deps.sink.ops = &ms_sink_ops;
+	deps.sink.ctx = s;
+	deps.xform = x;
+	deps.clock = NULL;
+	deps.budget = budget;
+	kl_errinfo_clear(&info);
+	if (consumer_new(&cfg, &deps, &c, &info) != KL_OK)
+		fprintf(stderr, "consumer_new: %s\n", info.message);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+	return c;
+}
+
+/* Polls (real time, generous bound: the machine is shared) until s has
+ * n pushes, or refusals when n is 0. */
+static bool ms_wait(struct mshard *s, size_t n)
+{
+	for (int i = 0; i < 3000; i++) {
+		if (n ? atomic_load(&s->n_pushed) >= n : atomic_load(&s->refusals) > 0)
+			return true;
+		kl_sleep_ms(10);
+	}
+	return false;
+}
+
+/*
+ * A's sink becomes busy (an upload) after taking part of a page: three
+ * plain records and two of a five-record KPL aggregate. B shares the
+ * one-slot budget and must read and push all its records meanwhile; once
+ * A's sink is free again, A delivers the rest exactly once, in order.
+ */
+static void test_busy_sink_frees_budget_for_others(void)
+{
+	struct consumer_budget *budget = NULL;
+	struct consumer *ca, *cb;
+	struct consumer_metrics m;
+	struct kpl_enc_record sub[5];
+	char data[5][64], pks[5][8];
+	struct xform *xa, *xb;
+	struct buf agg;
+	pthread_t ta, tb;
+	void *res;
+	size_t k = 0;
+	bool ok;
+
+	memset(&msa, 0, sizeof(msa));
+	memset(&msb, 0, sizeof(msb));
+	ms_add_events(&msa, 3);
+	buf_init(&agg, 0);
+	for (int i = 0; i < 5; i++) {
+		snprintf(data[i], sizeof(data[i]), "{\"event\":\"click\",\"sub\":%d}", i);
+		snprintf(pks[i], sizeof(pks[i]), "k%d", i);
+		sub[i].partition_key = pks[i];
+		sub[i].explicit_hash_key = NULL;
+		sub[i].data = data[i];
+		sub[i].len = strlen(data[i]);
+	}
+	CU_ASSERT_FATAL(kpl_encode(sub, 5, &agg) == KL_OK);
+	ms_add(&msa, agg.data, agg.len);    /* record 3 */
+	buf_done(&agg);
+	ms_add_events(&msa, 3);
+	msa.block_after = 5;                /* records 0-2, sub-records 3/0 and 3/1 */
+	ms_add_events(&msb, 15);
+	msb.page_max = 4;
+	CU_ASSERT_FATAL(consumer_budget_new(1, 0, &budget) == KL_OK);
+	xa = new_xform();
+	xb = new_xform();
+	ca = ms_consumer(&msa, "shardId-A", budget, xa);
+	cb = ms_consumer(&msb, "shardId-B", budget, xb);
+
+	CU_ASSERT_FATAL(pthread_create(&ta, NULL, run_thread, ca) == 0);
+	CU_ASSERT(ms_wait(&msa, 0));        /* A's sink refused a record */
+	CU_ASSERT_FATAL(pthread_create(&tb, NULL, run_thread, cb) == 0);
+	ok = ms_wait(&msb, 15);
+	CU_ASSERT(ok);                      /* B was not starved by A's upload */
+	if (!ok)
+		fprintf(stderr, "B pushed %zu of 15 while A's sink was busy\n",
+			atomic_load(&msb.n_pushed));
+	CU_ASSERT_EQUAL(atomic_load(&msa.n_pushed), 5);
+	atomic_store(&msa.blocked, false);  /* the upload is done */
+	CU_ASSERT(ms_wait(&msa, 11));
+	kl_sleep_ms(100);                   /* nothing more may come */
+	consumer_request_stop(ca, kl_mono_ms() + 5000);
+	consumer_request_stop(cb, kl_mono_ms() + 5000);
+	pthread_join(ta, &res);
+	CU_ASSERT_EQUAL((intptr_t)res, CONSUMER_STOPPED);
+	pthread_join(tb, &res);
+	CU_ASSERT_EQUAL((intptr_t)res, CONSUMER_STOPPED);
+
+	/* A: every user record once, in ESN order. */
+	CU_ASSERT_EQUAL_FATAL(atomic_load(&msa.n_pushed), 11);
+	for (size_t i = 0; i < 7; i++) {
+		for (uint64_t s = 0; s < (i == 3 ? 5u : 1u); s++, k++) {
+			CU_ASSERT_STRING_EQUAL(msa.v[k].seq, msa.recs[i].seq);
+			CU_ASSERT_EQUAL(msa.v[k].sub, s);
+		}
+	}
+	CU_ASSERT_EQUAL(atomic_load(&msa.read_while_blocked), 0);
+	CU_ASSERT_EQUAL_FATAL(msa.n_iters, 2);
+	CU_ASSERT_EQUAL(msa.iters[0].type, KINESIS_ITER_TRIM_HORIZON);
+	CU_ASSERT_EQUAL(msa.iters[1].type, KINESIS_ITER_AT_SEQUENCE_NUMBER);
+	CU_ASSERT_STRING_EQUAL(msa.iters[1].seq, msa.recs[3].seq);
+	CU_ASSERT_EQUAL(xform_get_stats(xa)->records, 12);  /* 3/2 transformed twice */
+	consumer_get_metrics(ca, &m);
+	CU_ASSERT_EQUAL(m.pages_dropped, 1);
+	CU_ASSERT_EQUAL(m.records_reread, 4);
+	CU_ASSERT_EQUAL(m.records_read, 7);
+	CU_ASSERT_EQUAL(m.user_records, 11);
+	CU_ASSERT_EQUAL(m.kpl_aggregates, 1);
+	CU_ASSERT_EQUAL(m.esn_filtered, 0);
+	CU_ASSERT_EQUAL(m.plugin_ok + m.plugin_dropped + m.plugin_failed, 11);
+	CU_ASSERT_EQUAL(m.pushed, 11);
+	CU_ASSERT(m.push_retries >= 1);
+	/* B: all of it, in order, never a page given up. */
+	CU_ASSERT_EQUAL_FATAL(atomic_load(&msb.n_pushed), 15);
+	for (size_t i = 0; i < 15; i++) {
+		CU_ASSERT_STRING_EQUAL(msb.v[i].seq, msb.recs[i].seq);
+		CU_ASSERT_EQUAL(msb.v[i].sub, 0);
+	}
+	consumer_get_metrics(cb, &m);
+	CU_ASSERT_EQUAL(m.pages_dropped, 0);
+	CU_ASSERT_EQUAL(m.records_read, 15);
+	CU_ASSERT_EQUAL(consumer_budget_available(budget), 1);
+	consumer_free(ca);
+	consumer_free(cb);
+	xform_free(xa);
+	xform_free(xb);
+	consumer_budget_free(budget);
+	ms_free(&msa);
+	ms_free(&msb);
+}
+
 /* ------------------------------------------------------------ main */
 
 static int stage_plugin(void)
@@ -1759,6 +2248,9 @@ int main(void)
 		KL_TEST(test_budget_semaphore),
 		KL_TEST(test_budget_slot_per_page),
 		KL_TEST(test_budget_wait_and_stop),
+		KL_TEST(test_busy_sink_keeps_page),
+		KL_TEST(test_busy_sink_drops_page_on_fake_time),
+		KL_TEST(test_busy_sink_frees_budget_for_others),
 		KL_TEST(test_push_retry_same_record),
 		KL_TEST(test_real_clock_stop_wakes),
 		{ NULL, NULL },

@@ -404,6 +404,56 @@ static void test_levels_and_defaults(void)
 		oz.level = -5;     /* zstd's fast levels are allowed */
 		CU_ASSERT_EQUAL(spool_new(dir, "z", &oz, &bad, &info), KL_OK);
 		spool_free(bad);
+		bad = NULL;
+		oz.level = 1;
+		oz.window_log = 5;
+		CU_ASSERT_EQUAL(spool_new(dir, "z", &oz, &bad, &info), KL_EINVAL);
+		CU_ASSERT_PTR_NOT_NULL(strstr(info.message, "window log 5"));
+		CU_ASSERT_PTR_NULL(bad);
+	}
+	/* The window reaches zstd: a reader limited to 2^16 decodes the
+	 * window_log 16 object and refuses the default one (2^19 at level 1). */
+	for (int wl = 0; wl <= 16; wl += 16) {
+		struct spool_opts oz = { .codec = SPOOL_CODEC_ZSTD, .level = 1, .window_log = wl };
+		struct spool *sz = NULL;
+		struct spool_meta mz;
+		size_t raw_n = 0;
+		uint8_t *raw, *out;
+		ZSTD_DCtx *dc = ZSTD_createDCtx();
+		ZSTD_inBuffer ib;
+		ZSTD_outBuffer ob;
+		size_t zr;
+
+		CU_ASSERT_EQUAL_FATAL(spool_new(dir, "w", &oz, &sz, &info), KL_OK);
+		kl_rng_seed_value(&rng, 8);
+		for (int i = 0; i < 5000; i++) {
+			size_t len = gen_event(&rng, (uint64_t)i, rec, sizeof(rec));
+			struct esn e = mkesn("1", (uint64_t)i);
+
+			CU_ASSERT_EQUAL_FATAL(spool_append(sz, rec, len, &e, 5, &info), KL_OK);
+		}
+		CU_ASSERT_EQUAL_FATAL(spool_seal(sz, &mz, &info), KL_OK);
+		CU_ASSERT_FATAL(mz.raw_bytes > (1u << 20));
+		raw = read_file(spool_path(sz), &raw_n);
+		CU_ASSERT_FATAL(raw != NULL && dc != NULL);
+		out = malloc(mz.raw_bytes);
+		CU_ASSERT_FATAL(out != NULL);
+		CU_ASSERT(!ZSTD_isError(ZSTD_DCtx_setParameter(dc, ZSTD_d_windowLogMax, 16)));
+		ib = (ZSTD_inBuffer){ raw, raw_n, 0 };
+		ob = (ZSTD_outBuffer){ out, mz.raw_bytes, 0 };
+		do
+			zr = ZSTD_decompressStream(dc, &ob, &ib);
+		while (!ZSTD_isError(zr) && zr != 0 && ib.pos < ib.size);
+		if (wl == 16) {
+			CU_ASSERT(!ZSTD_isError(zr) && zr == 0);
+			CU_ASSERT_EQUAL(ob.pos, mz.raw_bytes);
+		} else {
+			CU_ASSERT(ZSTD_isError(zr));
+		}
+		free(out);
+		free(raw);
+		ZSTD_freeDCtx(dc);
+		spool_free(sz);
 	}
 #endif
 	rm_tmpdir(dir);
