@@ -1250,6 +1250,8 @@ static void usage(void)
 		"          ... (options below)\n"
 		"       kinlake demo split --stream NAME [--shard ID] [-c CONFIG] [--endpoint URL]\n"
 		"          splits an open shard in the middle of its hash range\n"
+		"       kinlake demo merge --stream NAME [--shard ID] [-c CONFIG] [--endpoint URL]\n"
+		"          merges an open shard with an open neighbour in the hash-key space\n"
 		"\n"
 		"produce options:\n"
 		"          [--rate N[/s]] [--count N | --duration S] [--kpl] [--kpl-per-record K]\n"
@@ -1974,6 +1976,129 @@ done:
 	return rc;
 }
 
+/* *ret_next = key + 1; false when key is 2^128 - 1. */
+static bool hash_key_next(const struct kinesis_hash_key *key, struct kinesis_hash_key *ret_next)
+{
+	struct kinesis_hash_key k = *key;
+
+	for (int i = 3; i >= 0; i--)
+		if (++k.w[i] != 0) {
+			*ret_next = k;
+			return true;
+		}
+	return false;
+}
+
+/* True when open shard b's hash range starts right after a's ends. */
+static bool shards_adjacent(const struct kinesis_shard *a, const struct kinesis_shard *b)
+{
+	struct kinesis_hash_key a_end, b_start, next;
+
+	return !kinesis_shard_is_closed(a) && !kinesis_shard_is_closed(b) &&
+	       kinesis_hash_key_parse(a->ending_hash_key, &a_end) == KL_OK &&
+	       kinesis_hash_key_parse(b->starting_hash_key, &b_start) == KL_OK &&
+	       hash_key_next(&a_end, &next) && kinesis_hash_key_cmp(&next, &b_start) == 0;
+}
+
+/*
+ * `kinlake demo merge --stream NAME [--shard ID] [-c CONFIG] [--endpoint URL]
+ * [--region R]`: merges one open shard (the given one, or the first open
+ * one that has an open neighbour) with the open shard whose hash range
+ * follows it (or, if none, precedes it), waits until the stream is ACTIVE
+ * again, and prints the two parents and the child. The chaos test uses it
+ * to reshard both ways while the fleet runs.
+ */
+static int merge_main(int argc, char **argv)
+{
+	const char *stream = NULL, *shard = NULL, *config = NULL, *endpoint = NULL, *region = NULL;
+	struct kl_config *cfg = NULL;
+	struct creds_chain *creds = NULL;
+	struct aws_client client;
+	struct aws_client_config ac;
+	struct creds_config cc;
+	struct kinesis_shard *shards = NULL;
+	struct kl_errinfo info;
+	char first[KINESIS_SHARD_ID_MAX + 1] = "", second[KINESIS_SHARD_ID_MAX + 1] = "";
+	size_t n = 0;
+	int rc;
+	enum kl_err err;
+
+	for (int i = 2; i < argc; i++) {
+		const char **dst = strcmp(argv[i], "--stream") == 0 ? &stream
+				   : strcmp(argv[i], "--shard") == 0 ? &shard
+				   : strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0 ? &config
+				   : strcmp(argv[i], "--endpoint") == 0 ? &endpoint
+				   : strcmp(argv[i], "--region") == 0 ? &region : NULL;
+		if (!dst || i + 1 >= argc) {
+			fprintf(stderr, "usage: kinlake demo merge --stream NAME [--shard ID] "
+					"[-c CONFIG] [--endpoint URL] [--region R]\n");
+			return EXIT_USAGE;
+		}
+		*dst = argv[++i];
+	}
+	memset(&client, 0, sizeof(client));
+	rc = load_client_config(config, endpoint, region, &stream, &cfg, &ac, &cc);
+	if (rc)
+		return rc;
+	rc = 1;
+	kl_errinfo_clear(&info);
+	if (http_global_init() != KL_OK) {
+		cfg_free(cfg);
+		return 1;
+	}
+	if ((err = creds_chain_new(&cc, &creds)) != KL_OK ||
+	    (err = aws_client_init(&client, &ac, creds)) != KL_OK ||
+	    (err = kinesis_list_shards(&client, stream, NULL, &shards, &n, &info)) != KL_OK)
+		goto fail;
+	/* The pair, lower hash range first: the named shard (or the first
+	 * open one that has one) and the shard above it; then, for a named
+	 * shard only, the shard below it. */
+	for (int below = 0; below < (shard ? 2 : 1) && !first[0]; below++)
+		for (size_t i = 0; i < n && !first[0]; i++) {
+			if (shard && strcmp(shards[i].shard_id, shard) != 0)
+				continue;
+			for (size_t j = 0; j < n && !first[0]; j++) {
+				const struct kinesis_shard *lo = below ? &shards[j] : &shards[i];
+				const struct kinesis_shard *hi = below ? &shards[i] : &shards[j];
+
+				if (shards_adjacent(lo, hi)) {
+					snprintf(first, sizeof(first), "%s", lo->shard_id);
+					snprintf(second, sizeof(second), "%s", hi->shard_id);
+				}
+			}
+		}
+	if (!first[0]) {
+		fprintf(stderr, "demo: no open shard %s%swith an open neighbour in stream '%s'\n",
+			shard ? shard : "", shard ? " " : "", stream);
+		goto done;
+	}
+	if ((err = kinesis_merge_shards(&client, stream, first, second, &info)) != KL_OK ||
+	    (err = kinesis_wait_active(&client, stream, 60000, NULL, &info)) != KL_OK)
+		goto fail;
+	printf("merged %s and %s\n", first, second);
+	free(shards);
+	shards = NULL;
+	if ((err = kinesis_list_shards(&client, stream, NULL, &shards, &n, &info)) != KL_OK)
+		goto fail;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(shards[i].parent_shard_id, first) == 0 &&
+		    strcmp(shards[i].adjacent_parent_shard_id, second) == 0)
+			printf("child %s\n", shards[i].shard_id);
+	rc = 0;
+	goto done;
+fail: {
+	char msg[512];
+	fprintf(stderr, "demo: merge failed: %s\n", kl_errinfo_format(err, &info, msg, sizeof(msg)));
+}
+done:
+	free(shards);
+	aws_client_done(&client);
+	creds_chain_free(creds);
+	http_global_cleanup();
+	cfg_free(cfg);
+	return rc;
+}
+
 int demo_main(int argc, char **argv)
 {
 	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
@@ -1985,6 +2110,8 @@ int demo_main(int argc, char **argv)
 		return produce_main(argc, argv);
 	if (strcmp(argv[1], "split") == 0)
 		return split_main(argc, argv);
+	if (strcmp(argv[1], "merge") == 0)
+		return merge_main(argc, argv);
 	fprintf(stderr, "demo: unknown subcommand '%s' (try 'kinlake demo help')\n", argv[1]);
 	return EXIT_USAGE;
 }
