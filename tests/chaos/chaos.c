@@ -12,8 +12,10 @@
  * producing, waits until every shard's checkpoint reaches the last record
  * written (status 0, no intent), stops the fleet and judges the lake from
  * S3 alone with tests/tools/lakecheck: every id exactly once, malformed
- * ones only in error objects, per-key order, every key on its template.
- * Along the way: no shard's checkpoint ever goes back, and a worker
+ * ones only in error objects, per-key order, every key on its template;
+ * and with tests/tools/aggcheck the workers' DynamoDB aggregates (count +
+ * late and sum:price per 10 s window x page x action, README
+ * "Aggregates") must equal what the S3 data objects hold. Along the way: no shard's checkpoint ever goes back, and a worker
  * resumed after SIGSTOP stops every shard taken from it meanwhile. Times
  * (unowned after a kill, SIGTERM handover) are printed, not judged.
  *
@@ -26,7 +28,8 @@
  *   KL_CHAOS_SECONDS=1800 KL_CHAOS_SEED=N \
  *       tests/emu/emulators.sh --no-moto -- ./tests/chaos/chaos
  * Other knobs: KL_CHAOS_RATE (events/s per producer, default 50),
- * KL_TEST_KINLAKE (the worker binary), KL_LAKECHECK (the checker).
+ * KL_TEST_KINLAKE (the worker binary), KL_LAKECHECK and KL_AGGCHECK (the
+ * checkers).
  */
 #include "config.h"
 
@@ -72,6 +75,7 @@
 #define MAX_CHILDREN 64
 
 #define FAILOVER_MS 3000
+#define AGG_WINDOW_S 10             /* aggregates.window_seconds */
 #define TAKE_MS 2000
 #define GRACE_MS 5000
 #define POLL_MS 250
@@ -168,9 +172,9 @@ struct expect {                           /* last record written to a shard */
 static struct {
 	/* environment */
 	const char *kinesis, *dynamodb, *s3, *key_id, *secret;
-	char bin[4096], lakecheck[4096];
+	char bin[4096], lakecheck[4096], aggcheck[4096];
 	char dir[512];
-	char app[64], stream[64], bucket[64];
+	char app[64], stream[64], bucket[64], table[80];
 	uint64_t seed;
 	int64_t duration_ms;
 	unsigned rate;
@@ -522,13 +526,16 @@ static bool write_conf(const char *path, const char *worker_id, const char *stat
 		"  prefix = \"data/dt=!{partitionKeyFromLambda:dt}/hour=!{partitionKeyFromLambda:hour}/\";\n"
 		"  error_prefix = \"errors/!{firehose:error-output-type}/dt=!{timestamp:yyyy-MM-dd}/\";\n"
 		"  compression = \"%s\"; buffer_seconds = 2; buffer_records = %d; };\n"
+		"aggregates = { table = \"%s\"; window_seconds = %d; allowed_lateness_seconds = 5;\n"
+		"  time_field = \"ts\"; dimensions = \"page, action\"; measures = \"count, sum:price\";\n"
+		"  buckets = 2; flush_seconds = 2; };\n"
 		"credentials = { access_key_id = \"%s\"; secret_access_key = \"%s\"; disable_imds = true; };\n"
 		"endpoints = { kinesis = \"%s\"; dynamodb = \"%s\"; s3 = \"%s\"; };\n"
 		"http = { connect_timeout_ms = 1000; timeout_ms = 5000; };\n"
 		"retry = { max_attempts = 4; max_delay_ms = 1000; };\n"
 		"status = { lag_warn_ms = 120000; lag_crit_ms = 240000; unowned_crit_ms = 15000;\n"
 		"           intent_stuck_ms = 120000; };\n",
-		fx.bucket, fx.compression, fx.buffer_records, fx.key_id, fx.secret,
+		fx.bucket, fx.compression, fx.buffer_records, fx.table, AGG_WINDOW_S, fx.key_id, fx.secret,
 		endpoints ? endpoints[0] : fx.kinesis,
 		endpoints ? endpoints[1] : fx.dynamodb, endpoints ? endpoints[2] : fx.s3);
 	if (log)
@@ -1824,6 +1831,79 @@ static void run_lakecheck(struct lake *lk)
 	json_object_put(doc);
 }
 
+/* aggcheck's figures (-1: not in its output). */
+struct aggfig {
+	bool ran;
+	int rc;
+	int64_t objects, s3_records, s3_cells, ddb_items, ddb_records, ddb_late, mismatches;
+};
+
+/*
+ * The DynamoDB aggregates against the S3 data objects (issue 9's proof under
+ * chaos): tests/tools/aggcheck recomputes count + late and sum:price per
+ * 10 s window x page x action from the objects and compares them with the
+ * table's items summed over their buckets. Its stderr goes to
+ * <dir>/aggcheck.err.
+ */
+static void run_aggcheck(struct aggfig *af)
+{
+	char err_path[600], window[16];
+	static char out[1 << 16];
+	char *argv[] = { fx.aggcheck, "--s3-endpoint", (char *)fx.s3, "--bucket", fx.bucket,
+			 "--data-prefix", "data/", "--ddb-endpoint", (char *)fx.dynamodb,
+			 "--table", fx.table, "--window-seconds", window, "--time-field", "ts",
+			 "--dimensions", "page, action", "--measures", "count, sum:price", "--json",
+			 NULL };
+	json_object *doc;
+	int p[2];
+	pid_t pid;
+	size_t used = 0;
+	ssize_t n;
+
+	memset(af, 0, sizeof(*af));
+	snprintf(window, sizeof(window), "%d", AGG_WINDOW_S);
+	snprintf(err_path, sizeof(err_path), "%s/aggcheck.err", fx.dir);
+	if (access(fx.aggcheck, X_OK) != 0) {
+		fail("no aggcheck at %s (set KL_AGGCHECK)", fx.aggcheck);
+		return;
+	}
+	if (pipe2(p, O_CLOEXEC) != 0)
+		return;
+	pid = spawn(argv, p[1], err_path);
+	close(p[1]);
+	if (pid < 0) {
+		close(p[0]);
+		return;
+	}
+	while ((n = read(p[0], out + used, sizeof(out) - 1 - used)) > 0 || (n < 0 && errno == EINTR))
+		if (n > 0)
+			used += (size_t)n;
+	out[used] = '\0';
+	close(p[0]);
+	af->rc = wait_pid(pid, 60000);
+	if (af->rc == -2)
+		kill_and_reap(pid);
+	af->ran = true;
+	doc = json_tokener_parse(out);
+	af->objects = jint(doc, "objects", -1);
+	af->s3_records = jint(doc, "s3_records", -1);
+	af->s3_cells = jint(doc, "s3_cells", -1);
+	af->ddb_items = jint(doc, "ddb_items", -1);
+	af->ddb_records = jint(doc, "ddb_records", -1);
+	af->ddb_late = jint(doc, "ddb_late", -1);
+	af->mismatches = jint(doc, "mismatches", -1);
+	if (af->rc != 0)
+		fail("aggcheck exit %d: mismatches %" PRId64 " (S3 %" PRId64 " records, DynamoDB %" PRId64
+		     "); see %s", af->rc, af->mismatches, af->s3_records, af->ddb_records, err_path);
+	else if (!doc)
+		fail("aggcheck's output is not JSON");
+	json_object_put(doc);
+	printf("chaos: aggregates: %" PRId64 " records in %" PRId64 " cells from %" PRId64
+	       " objects; DynamoDB %" PRId64 " items, %" PRId64 " records (%" PRId64 " late); mismatches %"
+	       PRId64 " (aggcheck exit %d)\n", af->s3_records, af->s3_cells, af->objects, af->ddb_items,
+	       af->ddb_records, af->ddb_late, af->mismatches, af->rc);
+}
+
 static void print_figures(const struct lake *lk, int64_t elapsed_ms)
 {
 	char repro[256];
@@ -1995,6 +2075,9 @@ static void setup(void)
 	fx.secret = env_or_skip("KL_TEST_SECRET_ACCESS_KEY");
 	v = getenv("KL_TEST_KINLAKE");
 	snprintf(fx.bin, sizeof(fx.bin), "%s", v && *v ? v : KL_TEST_BUILDDIR "/kinlake");
+	v = getenv("KL_AGGCHECK");
+	snprintf(fx.aggcheck, sizeof(fx.aggcheck), "%s",
+		 v && *v ? v : KL_TEST_BUILDDIR "/tests/tools/aggcheck");
 	v = getenv("KL_LAKECHECK");
 	snprintf(fx.lakecheck, sizeof(fx.lakecheck), "%s",
 		 v && *v ? v : KL_TEST_BUILDDIR "/tests/tools/lakecheck");
@@ -2052,6 +2135,7 @@ static void setup(void)
 	snprintf(fx.app, sizeof(fx.app), "kl-chaos-%ld", tag);
 	snprintf(fx.stream, sizeof(fx.stream), "kl-chaos-%ld", tag);
 	snprintf(fx.bucket, sizeof(fx.bucket), "kl-chaos-%ld", tag);
+	snprintf(fx.table, sizeof(fx.table), "kl-chaos-%ld-agg", tag);
 	monitor_conf(conf, sizeof(conf));
 	snprintf(state, sizeof(state), "%s/monitor-state", fx.dir);
 	mkdir(state, 0700);
@@ -2129,6 +2213,7 @@ static void setup(void)
 int main(void)
 {
 	struct lake lk;
+	struct aggfig af;
 	int64_t t_begin, chaos_end, last_poll = 0, last_env_check = 0;
 	bool converged = false;
 
@@ -2208,9 +2293,12 @@ int main(void)
 			fx.slots[i].proxy[s] = NULL;
 		}
 	memset(&lk, 0, sizeof(lk));
+	memset(&af, 0, sizeof(af));
 	if (!fx.aborted) {
 		say("judging the lake with %s", fx.lakecheck);
 		run_lakecheck(&lk);
+		say("judging the aggregates with %s", fx.aggcheck);
+		run_aggcheck(&af);
 	}
 	if (fx.records == 0 && !fx.aborted)
 		fail("no records were written");
