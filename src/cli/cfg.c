@@ -207,10 +207,6 @@ static const struct cfg_key consumer_keys[] = {
 	     "Pause before the next GetRecords on a shard whose last call returned no records."),
 	K_INT("max_calls_per_sec", consumer.max_calls_per_sec, 0, 5, 1, 5,
 	      "Most GetRecords calls per second per shard; Kinesis allows 5 per shard, shared by all readers."),
-	K_INT("queue_max_records", consumer.queue_max_records, 0, 30000, 1, 1000000,
-	      "Per shard: fetched records waiting for the transform; no GetRecords while the queue holds more."),
-	K_SIZE("queue_max_bytes", consumer.queue_max_bytes, 16 * MiB, 1 * MiB, 1 * GiB,
-	       "Per shard: bytes of fetched records waiting; no GetRecords while the queue holds more (one call adds up to 10 MiB)."),
 	{ NULL },
 };
 

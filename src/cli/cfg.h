@@ -102,8 +102,6 @@ struct cfg_consumer {
 	int64_t max_pages_in_memory;    /* worker-wide page budget (consumer_budget) */
 	int64_t idle_ms;
 	int64_t max_calls_per_sec;
-	int64_t queue_max_records;
-	int64_t queue_max_bytes;
 };
 
 struct cfg_plugin {

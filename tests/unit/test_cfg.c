@@ -264,8 +264,6 @@ static void test_full_file(void)
 	CU_ASSERT_EQUAL(c->consumer.get_records_limit, 2500);
 	CU_ASSERT_EQUAL(c->consumer.idle_ms, 250);
 	CU_ASSERT_EQUAL(c->consumer.max_calls_per_sec, 4);
-	CU_ASSERT_EQUAL(c->consumer.queue_max_records, 50000);
-	CU_ASSERT_EQUAL(c->consumer.queue_max_bytes, (int64_t)48 << 20);
 	CU_ASSERT_STRING_EQUAL(c->plugin.name, "/opt/kinlake/plugins/clickstream.so");
 	CU_ASSERT_STRING_EQUAL(c->plugin.search_path,
 			       "/opt/kinlake/plugins:/usr/local/lib/kinlake/plugins");
@@ -546,27 +544,26 @@ static void test_units(void)
 	cfg_errors_init(&e);
 	CU_ASSERT_FATAL(load_text(MINIMAL
 				  "lease = { failover_ms = \"12s\"; shard_sync_interval_ms = \"1h\"; };\n"
-				  "consumer = { queue_max_bytes = \"512 KiB\"; idle_ms = 0; };\n"
-				  "plugin = { max_output_bytes = 1048576; };\n"
+				  "consumer = { idle_ms = 0; };\n"
+				  "plugin = { max_output_bytes = \"512 KiB\"; };\n"
 				  "poison = { max_crashes = 0x10; };\n"
 				  "status = { lag_crit_ms = \"1d\"; };\n", &c, &e) == KL_ECONFIG);
 	/* 512 KiB is below the 1 MiB minimum: a size error in the key's terms. */
-	CU_ASSERT(has(&e, ":5: consumer.queue_max_bytes: 512KiB is out of range 1MiB..1GiB"));
+	CU_ASSERT(has(&e, ":6: plugin.max_output_bytes: 512KiB is out of range 1MiB..1GiB"));
 	CU_ASSERT_EQUAL(e.count, 1);
 	cfg_errors_done(&e);
 
 	cfg_errors_init(&e);
 	CU_ASSERT_FATAL(load_text(MINIMAL
 				  "lease = { failover_ms = \"12s\"; shard_sync_interval_ms = \"1h\"; };\n"
-				  "consumer = { queue_max_bytes = \"2 MiB\"; idle_ms = 0; };\n"
-				  "plugin = { max_output_bytes = 1048576; };\n"
+				  "consumer = { idle_ms = 0; };\n"
+				  "plugin = { max_output_bytes = \"2 MiB\"; };\n"
 				  "poison = { max_crashes = 0x10; };\n"
 				  "status = { lag_crit_ms = \"1d\"; };\n", &c, &e) == KL_OK);
 	CU_ASSERT_EQUAL(c->lease.failover_ms, 12000);
 	CU_ASSERT_EQUAL(c->lease.renew_interval_ms, 4000);
 	CU_ASSERT_EQUAL(c->lease.shard_sync_interval_ms, 3600000);
-	CU_ASSERT_EQUAL(c->consumer.queue_max_bytes, (int64_t)2 << 20);
-	CU_ASSERT_EQUAL(c->plugin.max_output_bytes, (int64_t)1 << 20);
+	CU_ASSERT_EQUAL(c->plugin.max_output_bytes, (int64_t)2 << 20);
 	CU_ASSERT_EQUAL(c->poison.max_crashes, 16);
 	CU_ASSERT_EQUAL(c->status.lag_crit_ms, 86400000);
 	cfg_free(c);
