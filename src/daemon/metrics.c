@@ -54,6 +54,9 @@ void metrics_flow_add(struct metrics_flow *a, const struct metrics_flow *b)
 	a->get_records_calls += b->get_records_calls;
 	a->throttles += b->throttles;
 	a->retries += b->retries;
+	a->budget_waits += b->budget_waits;
+	a->pages_dropped += b->pages_dropped;
+	a->records_reread += b->records_reread;
 }
 
 /* ------------------------------------------------------------ grammar */
@@ -222,6 +225,9 @@ static const struct flow_family flow_families[] = {
 	FLOW("get_records_calls_total", get_records_calls, "GetRecords calls made by shard consumers."),
 	FLOW("get_records_throttles_total", throttles, "GetRecords calls answered with a throttling error."),
 	FLOW("consumer_retries_total", retries, "Calls repeated by shard consumers after an error."),
+	FLOW("page_budget_waits_total", budget_waits, "Waits for a slot of the page budget (consumer.max_pages_in_memory): reading held back to bound memory."),
+	FLOW("pages_dropped_total", pages_dropped, "Half-pushed pages given back to the page budget while the sink was busy (read again later)."),
+	FLOW("records_reread_total", records_reread, "Kinesis records received again after a page was given back."),
 };
 #undef FLOW
 

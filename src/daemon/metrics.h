@@ -61,6 +61,9 @@ struct metrics_flow {
 	uint64_t get_records_calls;
 	uint64_t throttles;            /* GetRecords throttled (after retries) */
 	uint64_t retries;              /* consumer-level retries */
+	uint64_t budget_waits;         /* waits for a slot of the page budget */
+	uint64_t pages_dropped;        /* half-pushed pages given back to the budget */
+	uint64_t records_reread;       /* Kinesis records read again after a drop */
 };
 
 /* Adds every counter of b to a. */

@@ -631,16 +631,25 @@ static void start_shard(struct worker *w, struct lease_grant *g)
 	w->consumers_started++;
 }
 
+/* The reading side's counters of a shard, from its consumer's metrics. */
+static void flow_from_consumer(struct metrics_flow *f, const struct consumer_metrics *cm)
+{
+	f->records_read = cm->records_read;
+	f->bytes_read = cm->bytes_read;
+	f->get_records_calls = cm->get_records_calls;
+	f->throttles = cm->throttles;
+	f->retries = cm->retries;
+	f->budget_waits = cm->budget_waits;
+	f->pages_dropped = cm->pages_dropped;
+	f->records_reread = cm->records_reread;
+}
+
 static void fold_totals(struct worker *w, struct worker_shard *ws)
 {
 	struct metrics_flow f = ws->sink_flow;
 
 	if (ws->have_cm) {
-		f.records_read = ws->cm.records_read;
-		f.bytes_read = ws->cm.bytes_read;
-		f.get_records_calls = ws->cm.get_records_calls;
-		f.throttles = ws->cm.throttles;
-		f.retries = ws->cm.retries;
+		flow_from_consumer(&f, &ws->cm);
 		w->retired_aws[METRICS_SVC_KINESIS].calls += ws->cm.aws.calls;
 		w->retired_aws[METRICS_SVC_KINESIS].errors += ws->cm.aws.errors;
 		w->retired_aws[METRICS_SVC_KINESIS].throttles += ws->cm.aws.throttles;
@@ -970,11 +979,7 @@ enum kl_err worker_render_metrics(struct worker *w, int64_t start_wall_ms, struc
 		m->blocked = ws->blocked;
 		m->flow = ws->sink_flow;
 		if (ws->have_cm) {
-			m->flow.records_read = ws->cm.records_read;
-			m->flow.bytes_read = ws->cm.bytes_read;
-			m->flow.get_records_calls = ws->cm.get_records_calls;
-			m->flow.throttles = ws->cm.throttles;
-			m->flow.retries = ws->cm.retries;
+			flow_from_consumer(&m->flow, &ws->cm);
 			add_aws(&snap.aws[METRICS_SVC_KINESIS], &ws->cm.aws);
 			snap.aws[METRICS_SVC_KINESIS].present = true;
 		}
@@ -1520,6 +1525,28 @@ static void write_metrics(struct worker *w, const struct kl_config *cfg, int64_t
 }
 
 /*
+ * Committed batch rows are history only (recovery reads pending ones), and
+ * a crash counter not bumped for a week belongs to a record long past:
+ * both are pruned at start and then hourly, on the main thread (the
+ * journal has its own mutex), so the file does not grow for ever.
+ */
+#define JOURNAL_PRUNE_AGE_MS (7 * 24 * 3600 * INT64_C(1000))
+#define JOURNAL_PRUNE_EVERY_MS (3600 * INT64_C(1000))
+
+static void prune_journal(struct journal *j)
+{
+	struct kl_errinfo info = { 0 };
+	size_t n = 0;
+
+	if (!j)
+		return;
+	if (journal_prune(j, kl_wall_ms() - JOURNAL_PRUNE_AGE_MS, &n, &info) != KL_OK)
+		log_warnx("journal: pruning old rows failed: %s", info.message);
+	else if (n)
+		log_info("journal: pruned %zu committed batch%s older than 7 days", n, n == 1 ? "" : "es");
+}
+
+/*
  * Creates the lease table if missing and waits until it is ACTIVE. An
  * unreachable DynamoDB at boot is waited out here (backoff up to 30 s),
  * not turned into an exit that systemd's start limit would end up
@@ -1585,6 +1612,7 @@ int worker_main(int argc, char **argv)
 	sigset_t sigs;
 	char buf[512], line[400], last_line[400] = "";
 	int64_t start_wall = kl_wall_ms(), next_metrics = 0, next_wd = 0, next_status = 0;
+	int64_t next_prune = 0;
 	int64_t wd_ms, first_signal_ms = 0;
 	bool ready_sent = false, metrics_failing = false, http_up = false;
 	int rc = 1;
@@ -1781,6 +1809,10 @@ int worker_main(int argc, char **argv)
 		if (*cfg->metrics.file && now >= next_metrics) {
 			next_metrics = now + cfg->metrics.interval_ms;
 			write_metrics(w, cfg, start_wall, &metrics_failing);
+		}
+		if (now >= next_prune) {
+			next_prune = now + JOURNAL_PRUNE_EVERY_MS;
+			prune_journal(dm.journal);
 		}
 	}
 
