@@ -260,11 +260,13 @@ struct s3_headers {
 
 static void headers_add(struct s3_headers *hs, const char *name, const char *value)
 {
-	/* Callers never add more than the array holds: 3 fixed + metadata. */
+	/* Callers never add more than the array holds: 4 fixed + metadata
+	 * (Content-Type, Content-Encoding, x-amz-storage-class, Content-MD5). */
 	hs->h[hs->n++] = (struct http_header){ name, value };
 }
 
-/* Adds Content-Type, Content-Encoding and x-amz-meta-* from opts. */
+/* Adds Content-Type, Content-Encoding, x-amz-storage-class and
+ * x-amz-meta-* from opts. */
 static enum kl_err headers_put_opts(struct s3_headers *hs, const struct s3_put_opts *opts,
 				    struct kl_errinfo *info)
 {
@@ -279,6 +281,11 @@ static enum kl_err headers_put_opts(struct s3_headers *hs, const struct s3_put_o
 		if (!*opts->content_encoding || !header_value_ok(opts->content_encoding))
 			return kl_errinfo_set(info, KL_EINVAL, "s3: bad Content-Encoding");
 		headers_add(hs, "Content-Encoding", opts->content_encoding);
+	}
+	if (opts->storage_class) {
+		if (!*opts->storage_class || !header_value_ok(opts->storage_class))
+			return kl_errinfo_set(info, KL_EINVAL, "s3: bad storage class");
+		headers_add(hs, "x-amz-storage-class", opts->storage_class);
 	}
 	if (opts->n_metadata > S3_MAX_METADATA)
 		return kl_errinfo_set(info, KL_EINVAL, "s3: more than %d metadata entries",

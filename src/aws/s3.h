@@ -51,6 +51,9 @@ struct s3_put_opts {
 	const struct http_header *metadata;  /* user metadata: name without the
 						"x-amz-meta-" prefix; ASCII */
 	size_t n_metadata;                 /* <= S3_MAX_METADATA */
+	const char *storage_class;         /* x-amz-storage-class (PutObject,
+					      CreateMultipartUpload); NULL =
+					      the bucket's default */
 	/*
 	 * File bodies: by default the one pass that computes Content-MD5 also
 	 * computes SHA-256, and the request is signed over the body. Set this

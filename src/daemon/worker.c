@@ -1260,6 +1260,9 @@ static enum consumer_state daemon_run_shard(void *ctx, struct worker_shard *ws)
 	ds3.bucket = cfg->s3.bucket;
 	ds3.multipart_threshold = (uint64_t)cfg->s3.multipart_threshold;
 	ds3.part_size = (uint64_t)cfg->s3.part_size;
+	/* STANDARD is what S3 stores without the header: sent only otherwise. */
+	ds3.storage_class = cfg->s3.storage_class == CFG_STORAGE_STANDARD ?
+				    NULL : cfg_storage_class_name(cfg->s3.storage_class);
 	ds3.upload_threads = (unsigned)cfg->s3.upload_threads;
 	ds3.client_cfg = &dm->s3_cfg;
 	ds3.creds = dm->creds;

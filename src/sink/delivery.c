@@ -587,6 +587,7 @@ static enum kl_err s3_up_upload(void *ctx, const struct delivery_upload *up,
 	o.put.content_type = up->content_type;
 	o.put.content_encoding = up->content_encoding;
 	o.put.unsigned_payload = s3->unsigned_payload;
+	o.put.storage_class = s3->storage_class;
 	o.multipart_threshold = s3->multipart_threshold;
 	o.part_size = s3->part_size;
 	o.parallel = s3->upload_threads;

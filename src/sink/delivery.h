@@ -99,6 +99,8 @@ struct delivery_s3 {
 	uint64_t multipart_threshold;  /* 0 = S3_DEFAULT_MULTIPART_THRESHOLD */
 	uint64_t part_size;            /* 0 = S3_DEFAULT_PART_SIZE */
 	int unsigned_payload;          /* see struct s3_put_opts */
+	const char *storage_class;     /* x-amz-storage-class of every object;
+					  NULL = the bucket's default */
 	/* Multipart parts in flight at once (s3_upload_opts.parallel); 0 or 1
 	 * = one after another on client. Above 1, client_cfg and creds make
 	 * the extra clients, one per extra part thread, for each upload. */

@@ -700,8 +700,10 @@ static void test_moto_roundtrip(void)
 {
 	static const char body[] = "signed body\n";
 	const struct http_header meta[] = { { "shard", "shardId-0001" } };
+	/* A storage class too: moto checks that the signed x-amz-storage-class
+	 * is a class it knows (InvalidStorageClass otherwise). */
 	struct s3_put_opts o = { .content_type = "application/x-ndjson", .content_encoding = "gzip",
-				 .metadata = meta, .n_metadata = 1 };
+				 .metadata = meta, .n_metadata = 1, .storage_class = "STANDARD_IA" };
 	struct s3_put_opts unsigned_opts = { .unsigned_payload = 1 };
 	struct s3_object_info obj = { 0 };
 	struct s3_put_result res;

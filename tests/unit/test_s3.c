@@ -863,7 +863,7 @@ static void test_wire_put_memory(void)
 	const struct http_header meta[] = { { "shard", "shardId-0001" }, { "Esn-Last", "42" } };
 	struct s3_put_opts o = {
 		.content_type = "application/x-ndjson", .content_encoding = "gzip",
-		.metadata = meta, .n_metadata = 2,
+		.metadata = meta, .n_metadata = 2, .storage_class = "STANDARD_IA",
 	};
 	struct s3_put_result res;
 	struct kl_errinfo info;
@@ -885,6 +885,7 @@ static void test_wire_put_memory(void)
 	check_header(r, "Content-Length", "43");
 	check_header(r, "x-amz-meta-shard", "shardId-0001");
 	check_header(r, "x-amz-meta-Esn-Last", "42");
+	check_header(r, "x-amz-storage-class", "STANDARD_IA");
 	/* echo -n 'The quick brown fox jumps over the lazy dog' | openssl dgst -sha256 */
 	check_header(r, "x-amz-content-sha256",
 		     "d7a8fbb307d7809469ca9abcb0082e4f8d5651e46d3cdb762d02d0bf37c9e592");
@@ -899,6 +900,7 @@ static void test_wire_put_memory(void)
 		CU_ASSERT_PTR_NOT_NULL(strstr(auth, "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"));
 		CU_ASSERT_PTR_NOT_NULL(strstr(auth, "content-md5;"));
 		CU_ASSERT_PTR_NOT_NULL(strstr(auth, "x-amz-meta-shard"));
+		CU_ASSERT_PTR_NOT_NULL(strstr(auth, "x-amz-storage-class"));
 	}
 	CU_ASSERT_EQUAL(r->body_len, 43);
 	CU_ASSERT_EQUAL(memcmp(r->body, fox, 43), 0);
