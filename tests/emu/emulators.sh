@@ -50,8 +50,38 @@ export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1
 work=$(mktemp -d "${TMPDIR:-/tmp}/kinlake-emu.XXXXXX")
 pids=()
 
+names=()
+rc=0
+
+# After a failed command: which emulator died, what it said, and the tail
+# of every log the test left in the scratch dir (workers' logs), so that a
+# failure in CI explains itself.
+report_failure() {
+	local i f
+	echo "emulators.sh: the command failed ($rc); emulators at that moment:" >&2
+	for i in "${!pids[@]}"; do
+		if kill -0 "${pids[$i]}" 2>/dev/null; then
+			echo "  ${names[$i]}: running" >&2
+		else
+			echo "  ${names[$i]}: DEAD" >&2
+		fi
+		f="$work/${names[$i]}.err"
+		if [ -s "$f" ]; then
+			echo "  --- tail of ${names[$i]}'s stderr" >&2
+			tail -n 20 "$f" | sed 's/^/  /' >&2
+		fi
+	done
+	find "$work/scratch" -name '*.log' -type f 2>/dev/null | sort | while read -r f; do
+		echo "  --- tail of ${f#"$work"/}" >&2
+		tail -n 15 "$f" | sed 's/^/  /' >&2
+	done
+}
+
 cleanup() {
 	local pid
+	if [ "$rc" != 0 ] && [ "$rc" != 77 ]; then
+		report_failure
+	fi
 	for pid in "${pids[@]}"; do
 		kill -TERM "$pid" 2>/dev/null
 	done
@@ -80,6 +110,7 @@ start_node() {
 	(cd "$here" && NODE_OPTIONS=--openssl-legacy-provider exec node serve.js "$kind" "$dir") \
 		>"$out" 2>"$work/$name.err" &
 	pids+=($!)
+	names+=("$name")
 	for _ in $(seq 1 300); do
 		port=$(sed -n 's/^PORT \([0-9]*\)$/\1/p' "$out")
 		[ -n "$port" ] && return 0
@@ -131,6 +162,7 @@ if [ "$use_moto" = 1 ] && command -v moto_server >/dev/null 2>&1; then
 	INITIAL_NO_AUTH_ACTION_COUNT=3 moto_server -H 127.0.0.1 -p "$mport" \
 		>"$work/moto.out" 2>&1 &
 	pids+=($!)
+	names+=(moto)
 	export KL_TEST_MOTO_ENDPOINT="http://127.0.0.1:$mport"
 	wait_http "$KL_TEST_MOTO_ENDPOINT/moto-api/"
 	keys=$(python3 - "$KL_TEST_MOTO_ENDPOINT" <<'PY'
@@ -150,5 +182,5 @@ else
 	unset KL_TEST_MOTO_ENDPOINT
 fi
 
-"$@"
-exit $?
+"$@" || rc=$?
+exit "$rc"
