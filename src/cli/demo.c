@@ -1882,6 +1882,82 @@ done:
 	return rc;
 }
 
+/* What `demo split` and `demo merge` share: the options, a client, the shards. */
+struct reshard {
+	const char *verb;               /* "split" or "merge"; static */
+	const char *stream, *shard;     /* borrowed from argv (or the config) */
+	struct kl_config *cfg;
+	struct creds_chain *creds;
+	struct aws_client client;
+	struct kinesis_shard *shards;   /* n of them, from ListShards */
+	size_t n;
+	bool http_up;
+};
+
+/* Prints "demo: <verb> failed: ..." for err. */
+static void reshard_fail(const struct reshard *rs, enum kl_err err, const struct kl_errinfo *info)
+{
+	char msg[512];
+
+	fprintf(stderr, "demo: %s failed: %s\n", rs->verb, kl_errinfo_format(err, info, msg, sizeof(msg)));
+}
+
+/*
+ * Parses `kinlake demo VERB --stream NAME [--shard ID] [-c CONFIG]
+ * [--endpoint URL] [--region R]`, makes the client and lists the stream's
+ * shards into rs. Returns 0, or the exit status (usage, configuration, or
+ * 1 with the reason printed); reshard_close() in every case.
+ */
+static int reshard_open(int argc, char **argv, const char *verb, struct reshard *rs)
+{
+	const char *config = NULL, *endpoint = NULL, *region = NULL;
+	struct aws_client_config ac;
+	struct creds_config cc;
+	struct kl_errinfo info;
+	enum kl_err err;
+	int rc;
+
+	memset(rs, 0, sizeof(*rs));
+	rs->verb = verb;
+	for (int i = 2; i < argc; i++) {
+		const char **dst = strcmp(argv[i], "--stream") == 0 ? &rs->stream
+				   : strcmp(argv[i], "--shard") == 0 ? &rs->shard
+				   : strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0 ? &config
+				   : strcmp(argv[i], "--endpoint") == 0 ? &endpoint
+				   : strcmp(argv[i], "--region") == 0 ? &region : NULL;
+		if (!dst || i + 1 >= argc) {
+			fprintf(stderr, "usage: kinlake demo %s --stream NAME [--shard ID] "
+					"[-c CONFIG] [--endpoint URL] [--region R]\n", verb);
+			return EXIT_USAGE;
+		}
+		*dst = argv[++i];
+	}
+	rc = load_client_config(config, endpoint, region, &rs->stream, &rs->cfg, &ac, &cc);
+	if (rc)
+		return rc;
+	if (http_global_init() != KL_OK)
+		return 1;
+	rs->http_up = true;
+	kl_errinfo_clear(&info);
+	if ((err = creds_chain_new(&cc, &rs->creds)) != KL_OK ||
+	    (err = aws_client_init(&rs->client, &ac, rs->creds)) != KL_OK ||
+	    (err = kinesis_list_shards(&rs->client, rs->stream, NULL, &rs->shards, &rs->n, &info)) != KL_OK) {
+		reshard_fail(rs, err, &info);
+		return 1;
+	}
+	return 0;
+}
+
+static void reshard_close(struct reshard *rs)
+{
+	free(rs->shards);
+	aws_client_done(&rs->client);
+	creds_chain_free(rs->creds);
+	if (rs->http_up)
+		http_global_cleanup();
+	cfg_free(rs->cfg);
+}
+
 /*
  * `kinlake demo split --stream NAME [--shard ID] [-c CONFIG] [--endpoint URL]
  * [--region R]`: splits one open shard (the given one, or the first open
@@ -1891,88 +1967,51 @@ done:
  */
 static int split_main(int argc, char **argv)
 {
-	const char *stream = NULL, *shard = NULL, *config = NULL, *endpoint = NULL, *region = NULL;
-	struct kl_config *cfg = NULL;
-	struct creds_chain *creds = NULL;
-	struct aws_client client;
-	struct aws_client_config ac;
-	struct creds_config cc;
-	struct kinesis_shard *shards = NULL, *target = NULL;
+	struct reshard rs;
+	struct kinesis_shard *target = NULL;
+	struct kinesis_hash_key lo, hi, mid;
+	char mid_dec[KINESIS_HASH_KEY_MAX + 1], parent[KINESIS_SHARD_ID_MAX + 1];
 	struct kl_errinfo info;
-	size_t n = 0;
-	int rc;
+	int rc = reshard_open(argc, argv, "split", &rs);
 	enum kl_err err;
 
-	for (int i = 2; i < argc; i++) {
-		const char **dst = strcmp(argv[i], "--stream") == 0 ? &stream
-				   : strcmp(argv[i], "--shard") == 0 ? &shard
-				   : strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0 ? &config
-				   : strcmp(argv[i], "--endpoint") == 0 ? &endpoint
-				   : strcmp(argv[i], "--region") == 0 ? &region : NULL;
-		if (!dst || i + 1 >= argc) {
-			fprintf(stderr, "usage: kinlake demo split --stream NAME [--shard ID] "
-					"[-c CONFIG] [--endpoint URL] [--region R]\n");
-			return EXIT_USAGE;
-		}
-		*dst = argv[++i];
-	}
-	memset(&client, 0, sizeof(client));
-	rc = load_client_config(config, endpoint, region, &stream, &cfg, &ac, &cc);
 	if (rc)
-		return rc;
+		goto done;
 	rc = 1;
 	kl_errinfo_clear(&info);
-	if (http_global_init() != KL_OK) {
-		cfg_free(cfg);
-		return 1;
-	}
-	if ((err = creds_chain_new(&cc, &creds)) != KL_OK ||
-	    (err = aws_client_init(&client, &ac, creds)) != KL_OK ||
-	    (err = kinesis_list_shards(&client, stream, NULL, &shards, &n, &info)) != KL_OK)
-		goto fail;
-	for (size_t i = 0; i < n && !target; i++)
-		if (!kinesis_shard_is_closed(&shards[i]) &&
-		    (!shard || strcmp(shards[i].shard_id, shard) == 0))
-			target = &shards[i];
+	for (size_t i = 0; i < rs.n && !target; i++)
+		if (!kinesis_shard_is_closed(&rs.shards[i]) &&
+		    (!rs.shard || strcmp(rs.shards[i].shard_id, rs.shard) == 0))
+			target = &rs.shards[i];
 	if (!target) {
-		fprintf(stderr, "demo: no open shard %s%sin stream '%s'\n", shard ? shard : "",
-			shard ? " " : "", stream);
+		fprintf(stderr, "demo: no open shard %s%sin stream '%s'\n", rs.shard ? rs.shard : "",
+			rs.shard ? " " : "", rs.stream);
 		goto done;
 	}
-	struct kinesis_hash_key lo, hi, mid;
-	char mid_dec[KINESIS_HASH_KEY_MAX + 1];
 	if ((err = kinesis_hash_key_parse(target->starting_hash_key, &lo)) != KL_OK ||
 	    (err = kinesis_hash_key_parse(target->ending_hash_key, &hi)) != KL_OK)
 		goto fail;
 	kinesis_hash_key_mid(&lo, &hi, &mid);
 	kinesis_hash_key_format(&mid, mid_dec);
-	if ((err = kinesis_split_shard(&client, stream, target->shard_id, mid_dec, &info)) != KL_OK ||
-	    (err = kinesis_wait_active(&client, stream, 60000, NULL, &info)) != KL_OK)
+	if ((err = kinesis_split_shard(&rs.client, rs.stream, target->shard_id, mid_dec, &info)) != KL_OK ||
+	    (err = kinesis_wait_active(&rs.client, rs.stream, 60000, NULL, &info)) != KL_OK)
 		goto fail;
-	char parent[KINESIS_SHARD_ID_MAX + 1];
 	snprintf(parent, sizeof(parent), "%s", target->shard_id);
 	printf("split %s at hash key %s\n", parent, mid_dec);
-	free(shards);
-	shards = NULL;
-	target = NULL;
-	if ((err = kinesis_list_shards(&client, stream, NULL, &shards, &n, &info)) != KL_OK)
+	free(rs.shards);
+	rs.shards = NULL;
+	if ((err = kinesis_list_shards(&rs.client, rs.stream, NULL, &rs.shards, &rs.n, &info)) != KL_OK)
 		goto fail;
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(shards[i].parent_shard_id, parent) == 0 &&
-		    shards[i].adjacent_parent_shard_id[0] == '\0')
-			printf("child %s\n", shards[i].shard_id);
+	for (size_t i = 0; i < rs.n; i++)
+		if (strcmp(rs.shards[i].parent_shard_id, parent) == 0 &&
+		    rs.shards[i].adjacent_parent_shard_id[0] == '\0')
+			printf("child %s\n", rs.shards[i].shard_id);
 	rc = 0;
 	goto done;
-fail: {
-	char msg[512];
-	fprintf(stderr, "demo: split failed: %s\n", kl_errinfo_format(err, &info, msg, sizeof(msg)));
-}
+fail:
+	reshard_fail(&rs, err, &info);
 done:
-	free(shards);
-	aws_client_done(&client);
-	creds_chain_free(creds);
-	http_global_cleanup();
-	cfg_free(cfg);
+	reshard_close(&rs);
 	return rc;
 }
 
@@ -2010,56 +2049,26 @@ static bool shards_adjacent(const struct kinesis_shard *a, const struct kinesis_
  */
 static int merge_main(int argc, char **argv)
 {
-	const char *stream = NULL, *shard = NULL, *config = NULL, *endpoint = NULL, *region = NULL;
-	struct kl_config *cfg = NULL;
-	struct creds_chain *creds = NULL;
-	struct aws_client client;
-	struct aws_client_config ac;
-	struct creds_config cc;
-	struct kinesis_shard *shards = NULL;
-	struct kl_errinfo info;
+	struct reshard rs;
 	char first[KINESIS_SHARD_ID_MAX + 1] = "", second[KINESIS_SHARD_ID_MAX + 1] = "";
-	size_t n = 0;
-	int rc;
+	struct kl_errinfo info;
+	int rc = reshard_open(argc, argv, "merge", &rs);
 	enum kl_err err;
 
-	for (int i = 2; i < argc; i++) {
-		const char **dst = strcmp(argv[i], "--stream") == 0 ? &stream
-				   : strcmp(argv[i], "--shard") == 0 ? &shard
-				   : strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0 ? &config
-				   : strcmp(argv[i], "--endpoint") == 0 ? &endpoint
-				   : strcmp(argv[i], "--region") == 0 ? &region : NULL;
-		if (!dst || i + 1 >= argc) {
-			fprintf(stderr, "usage: kinlake demo merge --stream NAME [--shard ID] "
-					"[-c CONFIG] [--endpoint URL] [--region R]\n");
-			return EXIT_USAGE;
-		}
-		*dst = argv[++i];
-	}
-	memset(&client, 0, sizeof(client));
-	rc = load_client_config(config, endpoint, region, &stream, &cfg, &ac, &cc);
 	if (rc)
-		return rc;
+		goto done;
 	rc = 1;
 	kl_errinfo_clear(&info);
-	if (http_global_init() != KL_OK) {
-		cfg_free(cfg);
-		return 1;
-	}
-	if ((err = creds_chain_new(&cc, &creds)) != KL_OK ||
-	    (err = aws_client_init(&client, &ac, creds)) != KL_OK ||
-	    (err = kinesis_list_shards(&client, stream, NULL, &shards, &n, &info)) != KL_OK)
-		goto fail;
 	/* The pair, lower hash range first: the named shard (or the first
 	 * open one that has one) and the shard above it; then, for a named
 	 * shard only, the shard below it. */
-	for (int below = 0; below < (shard ? 2 : 1) && !first[0]; below++)
-		for (size_t i = 0; i < n && !first[0]; i++) {
-			if (shard && strcmp(shards[i].shard_id, shard) != 0)
+	for (int below = 0; below < (rs.shard ? 2 : 1) && !first[0]; below++)
+		for (size_t i = 0; i < rs.n && !first[0]; i++) {
+			if (rs.shard && strcmp(rs.shards[i].shard_id, rs.shard) != 0)
 				continue;
-			for (size_t j = 0; j < n && !first[0]; j++) {
-				const struct kinesis_shard *lo = below ? &shards[j] : &shards[i];
-				const struct kinesis_shard *hi = below ? &shards[i] : &shards[j];
+			for (size_t j = 0; j < rs.n && !first[0]; j++) {
+				const struct kinesis_shard *lo = below ? &rs.shards[j] : &rs.shards[i];
+				const struct kinesis_shard *hi = below ? &rs.shards[i] : &rs.shards[j];
 
 				if (shards_adjacent(lo, hi)) {
 					snprintf(first, sizeof(first), "%s", lo->shard_id);
@@ -2069,33 +2078,27 @@ static int merge_main(int argc, char **argv)
 		}
 	if (!first[0]) {
 		fprintf(stderr, "demo: no open shard %s%swith an open neighbour in stream '%s'\n",
-			shard ? shard : "", shard ? " " : "", stream);
+			rs.shard ? rs.shard : "", rs.shard ? " " : "", rs.stream);
 		goto done;
 	}
-	if ((err = kinesis_merge_shards(&client, stream, first, second, &info)) != KL_OK ||
-	    (err = kinesis_wait_active(&client, stream, 60000, NULL, &info)) != KL_OK)
+	if ((err = kinesis_merge_shards(&rs.client, rs.stream, first, second, &info)) != KL_OK ||
+	    (err = kinesis_wait_active(&rs.client, rs.stream, 60000, NULL, &info)) != KL_OK)
 		goto fail;
 	printf("merged %s and %s\n", first, second);
-	free(shards);
-	shards = NULL;
-	if ((err = kinesis_list_shards(&client, stream, NULL, &shards, &n, &info)) != KL_OK)
+	free(rs.shards);
+	rs.shards = NULL;
+	if ((err = kinesis_list_shards(&rs.client, rs.stream, NULL, &rs.shards, &rs.n, &info)) != KL_OK)
 		goto fail;
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(shards[i].parent_shard_id, first) == 0 &&
-		    strcmp(shards[i].adjacent_parent_shard_id, second) == 0)
-			printf("child %s\n", shards[i].shard_id);
+	for (size_t i = 0; i < rs.n; i++)
+		if (strcmp(rs.shards[i].parent_shard_id, first) == 0 &&
+		    strcmp(rs.shards[i].adjacent_parent_shard_id, second) == 0)
+			printf("child %s\n", rs.shards[i].shard_id);
 	rc = 0;
 	goto done;
-fail: {
-	char msg[512];
-	fprintf(stderr, "demo: merge failed: %s\n", kl_errinfo_format(err, &info, msg, sizeof(msg)));
-}
+fail:
+	reshard_fail(&rs, err, &info);
 done:
-	free(shards);
-	aws_client_done(&client);
-	creds_chain_free(creds);
-	http_global_cleanup();
-	cfg_free(cfg);
+	reshard_close(&rs);
 	return rc;
 }
 
