@@ -1747,6 +1747,39 @@ static void stop_fleet(void)
 
 /* ------------------------------------------------------------ verdict */
 
+/*
+ * Runs a checker (lakecheck, aggcheck): argv[0] with its stdout read into
+ * out (NUL-terminated, at most cap - 1 bytes) and its stderr into err_path,
+ * waited for up to 60 s (killed after: *ret_rc -2). False when it could
+ * not be started; else true and its wait_pid() status in *ret_rc.
+ */
+static bool run_checker(char *const argv[], const char *err_path, char *out, size_t cap,
+			int *ret_rc)
+{
+	size_t used = 0;
+	ssize_t n;
+	pid_t pid;
+	int p[2];
+
+	if (pipe2(p, O_CLOEXEC) != 0)
+		return false;
+	pid = spawn(argv, p[1], err_path);
+	close(p[1]);
+	if (pid < 0) {
+		close(p[0]);
+		return false;
+	}
+	while ((n = read(p[0], out + used, cap - 1 - used)) > 0 || (n < 0 && errno == EINTR))
+		if (n > 0)
+			used += (size_t)n;
+	out[used] = '\0';
+	close(p[0]);
+	*ret_rc = wait_pid(pid, 60000);
+	if (*ret_rc == -2)
+		kill_and_reap(pid);
+	return true;
+}
+
 /* lakecheck's figures (-1: not in its output). */
 struct lake {
 	bool ran;
@@ -1765,10 +1798,7 @@ static void run_lakecheck(struct lake *lk)
 			 "--data-prefix", "data/", "--error-prefix", "errors/",
 			 "--manifest", m0, "--manifest", m1, "--key-regex", regex, "--json", NULL };
 	json_object *doc;
-	int p[2];
-	pid_t pid;
-	size_t used = 0;
-	ssize_t n;
+	size_t used;
 
 	memset(lk, 0, sizeof(*lk));
 	snprintf(m0, sizeof(m0), "%s/manifest-0.tsv", fx.dir);
@@ -1783,23 +1813,9 @@ static void run_lakecheck(struct lake *lk)
 		fail("no lakecheck at %s (set KL_LAKECHECK)", fx.lakecheck);
 		return;
 	}
-	if (pipe2(p, O_CLOEXEC) != 0)
-		return;
-	pid = spawn(argv, p[1], err_path);
-	close(p[1]);
-	if (pid < 0) {
-		close(p[0]);
-		return;
-	}
 	/* lakecheck reads every object once: bounded by the run's size. */
-	while ((n = read(p[0], out + used, sizeof(out) - 1 - used)) > 0 || (n < 0 && errno == EINTR))
-		if (n > 0)
-			used += (size_t)n;
-	out[used] = '\0';
-	close(p[0]);
-	lk->rc = wait_pid(pid, 60000);
-	if (lk->rc == -2)
-		kill_and_reap(pid);
+	if (!run_checker(argv, err_path, out, sizeof(out), &lk->rc))
+		return;
 	lk->ran = true;
 	used = strnlen(out, sizeof(lk->raw) - 1);
 	memcpy(lk->raw, out, used);
@@ -1855,10 +1871,6 @@ static void run_aggcheck(struct aggfig *af)
 			 "--dimensions", "page, action", "--measures", "count, sum:price", "--json",
 			 NULL };
 	json_object *doc;
-	int p[2];
-	pid_t pid;
-	size_t used = 0;
-	ssize_t n;
 
 	memset(af, 0, sizeof(*af));
 	snprintf(window, sizeof(window), "%d", AGG_WINDOW_S);
@@ -1867,22 +1879,8 @@ static void run_aggcheck(struct aggfig *af)
 		fail("no aggcheck at %s (set KL_AGGCHECK)", fx.aggcheck);
 		return;
 	}
-	if (pipe2(p, O_CLOEXEC) != 0)
+	if (!run_checker(argv, err_path, out, sizeof(out), &af->rc))
 		return;
-	pid = spawn(argv, p[1], err_path);
-	close(p[1]);
-	if (pid < 0) {
-		close(p[0]);
-		return;
-	}
-	while ((n = read(p[0], out + used, sizeof(out) - 1 - used)) > 0 || (n < 0 && errno == EINTR))
-		if (n > 0)
-			used += (size_t)n;
-	out[used] = '\0';
-	close(p[0]);
-	af->rc = wait_pid(pid, 60000);
-	if (af->rc == -2)
-		kill_and_reap(pid);
 	af->ran = true;
 	doc = json_tokener_parse(out);
 	af->objects = jint(doc, "objects", -1);
