@@ -16,7 +16,8 @@
  * of take passes in quiet phases. Also measures and prints failover after
  * a crash, handover after a graceful release and take passes to converge.
  *
- * KL_SIM_SEED=<n> replays a run; the seed is printed first.
+ * KL_SIM_SEED=<n> replays a run; the seed is printed first. KL_SIM_SHORT=1
+ * runs the short schedule used under valgrind.
  */
 #include "config.h"
 
@@ -766,59 +767,97 @@ static void sim_step(struct sim *s)
 }
 
 /* Chaos: one random event, rarely. */
-static void sim_event(struct sim *s)
+enum sim_ev { EV_CRASH, EV_PAUSE, EV_RESTART, EV_LEAVE, EV_JOIN, EV_PARTITION, EV_RESHARD };
+
+/* Applies one event of kind `ev` to worker slot `i`; false when that
+ * worker cannot take it (already down, last one up, ...). */
+static bool sim_apply(struct sim *s, enum sim_ev ev, int i)
 {
-	int i = (int)kl_rng_below(&s->rng, (uint64_t)s->n_slots);
 	struct sim_worker *w = &s->w[i];
 	unsigned up = 0;
 
 	for (int j = 0; j < s->n_slots; j++)
 		up += s->w[j].st != W_DOWN;
-	switch (kl_rng_below(&s->rng, 8)) {
-	case 0: /* crash */
-		if (w->st != W_DOWN && up > 1)
-			worker_crash(s, i);
-		break;
-	case 1: /* pause past failover (or not) */
-		if (w->st == W_UP) {
-			w->st = W_PAUSED;
-			w->pause_until = s->fc.mono_ms + rnd(s, F / 2, 3 * F);
-			s->last_unhealthy = s->fc.mono_ms;
-			s->pauses++;
-		}
-		break;
-	case 2: /* restart, same id half of the time */
-		if (w->st == W_DOWN) {
-			worker_up(s, i, chance(s, 500000));
-			s->restarts++;
-		}
-		break;
-	case 3: /* graceful leave */
-		if (w->st == W_UP && up > 1)
-			worker_leave(s, i);
-		break;
-	case 4: /* join a new slot */
-		if (s->n_slots < 6) {
-			worker_up(s, s->n_slots, true);
-			s->n_slots++;
-			s->joins++;
-		}
-		break;
-	case 5: /* partition from the table */
-		if (w->st == W_UP && !w->partition_until) {
+	switch (ev) {
+	case EV_CRASH:
+		if (w->st == W_DOWN || up < 2)
+			return false;
+		worker_crash(s, i);
+		return true;
+	case EV_PAUSE: /* past failover (or not) */
+		if (w->st != W_UP)
+			return false;
+		w->st = W_PAUSED;
+		w->pause_until = s->fc.mono_ms + rnd(s, F / 2, 3 * F);
+		s->last_unhealthy = s->fc.mono_ms;
+		s->pauses++;
+		return true;
+	case EV_RESTART: /* same id half of the time */
+		if (w->st != W_DOWN)
+			return false;
+		worker_up(s, i, chance(s, 500000));
+		s->restarts++;
+		return true;
+	case EV_LEAVE: /* graceful */
+		if (w->st != W_UP || up < 2)
+			return false;
+		worker_leave(s, i);
+		return true;
+	case EV_JOIN: /* a new slot */
+		if (s->n_slots >= 6)
+			return false;
+		worker_up(s, s->n_slots, true);
+		s->n_slots++;
+		s->joins++;
+		return true;
+	case EV_PARTITION: /* from the table */
+		if (w->st != W_UP || w->partition_until)
+			return false;
+		{
 			struct lease_mem_faults f = w->base;
 
 			f.partitioned = true;
 			lease_store_mem_set_faults(w->store, &f);
-			w->partition_until = s->fc.mono_ms + rnd(s, F / 2, 2 * F);
-			s->last_unhealthy = s->fc.mono_ms;
-			s->partitions++;
 		}
-		break;
-	default: /* resharding */
+		w->partition_until = s->fc.mono_ms + rnd(s, F / 2, 2 * F);
+		s->last_unhealthy = s->fc.mono_ms;
+		s->partitions++;
+		return true;
+	case EV_RESHARD:
 		random_reshard(s);
-		break;
+		return true;
 	}
+	return false;
+}
+
+/* A random event on a random worker; it may not apply (and then nothing
+ * happens), as in life. */
+static void sim_event(struct sim *s)
+{
+	static const enum sim_ev evs[8] = { EV_CRASH, EV_PAUSE,	    EV_RESTART, EV_LEAVE,
+					    EV_JOIN,  EV_PARTITION, EV_RESHARD, EV_RESHARD };
+	int i = (int)kl_rng_below(&s->rng, (uint64_t)s->n_slots);
+
+	(void)sim_apply(s, evs[kl_rng_below(&s->rng, 8)], i);
+}
+
+/* A scripted event: the first worker, from a random slot on, that can take
+ * it; restarts a down worker first when too few are up to lose one. The
+ * random schedule alone may leave a short run with almost no disruption,
+ * so each chaos cycle forces one of each kind. */
+static bool sim_force(struct sim *s, enum sim_ev ev)
+{
+	int start = (int)kl_rng_below(&s->rng, (uint64_t)s->n_slots);
+
+	for (int pass = 0; pass < 2; pass++) {
+		for (int k = 0; k < s->n_slots; k++)
+			if (sim_apply(s, ev, (start + k) % s->n_slots))
+				return true;
+		for (int k = 0; k < s->n_slots; k++)
+			if (sim_apply(s, EV_RESTART, (start + k) % s->n_slots))
+				break;
+	}
+	return false;
 }
 
 /* Ends chaos: heal, wake, restart a minimum fleet, perfect network. */
@@ -892,6 +931,7 @@ static void test_sim_chaos(void)
 {
 	struct sim *s = calloc(1, sizeof(*s));
 	unsigned max_conv_passes = 0;
+	int forced_ok = 0;
 
 	CU_ASSERT_PTR_NOT_NULL_FATAL(s);
 	sim_init(s, sim_seed, 4, true);
@@ -922,6 +962,12 @@ static void test_sim_chaos(void)
 				merge_shards(s, 1, 2);
 			if (step > 100 && chance(s, 4000))
 				sim_event(s);
+			if (step == 600 || step == 1200 || step == 1800 || step == 2400) {
+				static const enum sim_ev forced[4] = { EV_CRASH, EV_PAUSE,
+								       EV_PARTITION, EV_LEAVE };
+
+				forced_ok += sim_force(s, forced[step / 600 - 1]);
+			}
 			sim_step(s);
 		}
 		/* Quiet: counts must settle, the stream is read to its open ends. */
@@ -979,7 +1025,9 @@ static void test_sim_chaos(void)
 	       (double)s->max_orphan_ms / 1000, (double)(F + TAKE + SCAN + 1000) / 1000, max_conv_passes);
 	CU_ASSERT(s->commits > 1000);
 	CU_ASSERT(s->shard_ends >= 3);
-	CU_ASSERT(s->crashes + s->pauses + s->partitions + s->leaves > 5);
+	/* every forced disruption found a worker to hit; random ones add more */
+	CU_ASSERT_EQUAL(forced_ok, 4 * sim_cycles);
+	CU_ASSERT(s->crashes + s->pauses + s->partitions + s->leaves >= (unsigned)(4 * sim_cycles));
 	CU_ASSERT_EQUAL(s->violations, 0);
 	if (s->violations)
 		fprintf(stderr, "  replay with KL_SIM_SEED=%" PRIu64 "\n", sim_seed);
@@ -1154,9 +1202,9 @@ int main(void)
 	else
 		sim_seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
 	/* Under valgrind (about 60 times slower) run a shorter schedule: the
-	 * same code paths, fewer steps. */
+	 * same code paths, fewer steps. KL_SIM_SHORT=1 asks for it anywhere. */
 	env = getenv("LD_PRELOAD");
-	if (env && strstr(env, "vgpreload")) {
+	if ((env && strstr(env, "vgpreload")) || getenv("KL_SIM_SHORT")) {
 		sim_cycles = 2;
 		sim_trials = 3;
 	}
