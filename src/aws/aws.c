@@ -499,6 +499,11 @@ enum kl_err aws_json_call(struct aws_client *c, const char *target_prefix,
 				out = NULL;
 				err = kl_errinfo_set(info, KL_EPARSE, "%s: response is not JSON (%zu bytes)",
 						     operation, resp.body.len);
+			} else if (!json_object_is_type(out, json_type_object)) {
+				json_object_put(out);
+				out = NULL;
+				err = kl_errinfo_set(info, KL_EPARSE, "%s: response is not a JSON object",
+						     operation);
 			}
 			json_tokener_free(tok);
 		}

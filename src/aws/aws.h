@@ -111,7 +111,8 @@ enum kl_err aws_send(struct aws_client *c, const struct aws_request *req,
 /*
  * JSON protocol call (Kinesis: "Kinesis_20131202", "1.1"; DynamoDB:
  * "DynamoDB_20120810", "1.0"). Serialises in (borrowed), sends, and on
- * success parses the body into *ret_out (caller json_object_put()s it).
+ * success parses the body into *ret_out, always a JSON object (caller
+ * json_object_put()s it); any other body is KL_EPARSE.
  */
 enum kl_err aws_json_call(struct aws_client *c, const char *target_prefix,
 			  const char *json_version, const char *operation,

@@ -117,10 +117,6 @@ static enum kl_err call(struct aws_client *c, const char *op, json_object *req,
 		log_debug("ddb: %s failed: %s %s", op, kl_strerror(err), info ? info->aws_code : "");
 		return err;
 	}
-	if (!json_object_is_type(resp, json_type_object)) {
-		json_object_put(resp);
-		return kl_errinfo_set(info, KL_EPARSE, "ddb: %s: response is not a JSON object", op);
-	}
 	*ret_resp = resp;
 	return KL_OK;
 }
@@ -678,8 +674,10 @@ enum kl_err ddb_req_get_item(const char *table, json_object *key, bool consisten
 	return KL_OK;
 }
 
-enum kl_err ddb_req_put_item(const char *table, json_object *item,
-			     const struct ddb_write_opts *opts, json_object **ret_req)
+/* PutItem and DeleteItem: field ("Item" or "Key") plus the write options;
+ * both can only return the old item. */
+static enum kl_err new_write_req(const char *table, const char *field, json_object *obj,
+				 const struct ddb_write_opts *opts, json_object **ret_req)
 {
 	json_object *req = NULL;
 	enum kl_err err;
@@ -687,7 +685,7 @@ enum kl_err ddb_req_put_item(const char *table, json_object *item,
 	if (opts && (opts->return_values != DDB_RETURN_NONE &&
 		     opts->return_values != DDB_RETURN_ALL_OLD))
 		return KL_EINVAL;
-	err = new_item_req(table, "Item", item, &req);
+	err = new_item_req(table, field, obj, &req);
 	if (err)
 		return err;
 	err = add_write_opts(req, opts);
@@ -697,6 +695,12 @@ enum kl_err ddb_req_put_item(const char *table, json_object *item,
 	}
 	*ret_req = req;
 	return KL_OK;
+}
+
+enum kl_err ddb_req_put_item(const char *table, json_object *item,
+			     const struct ddb_write_opts *opts, json_object **ret_req)
+{
+	return new_write_req(table, "Item", item, opts, ret_req);
 }
 
 enum kl_err ddb_req_update_item(const char *table, json_object *key, const char *update_expression,
@@ -726,22 +730,7 @@ enum kl_err ddb_req_update_item(const char *table, json_object *key, const char 
 enum kl_err ddb_req_delete_item(const char *table, json_object *key,
 				const struct ddb_write_opts *opts, json_object **ret_req)
 {
-	json_object *req = NULL;
-	enum kl_err err;
-
-	if (opts && (opts->return_values != DDB_RETURN_NONE &&
-		     opts->return_values != DDB_RETURN_ALL_OLD))
-		return KL_EINVAL;
-	err = new_item_req(table, "Key", key, &req);
-	if (err)
-		return err;
-	err = add_write_opts(req, opts);
-	if (err) {
-		json_object_put(req);
-		return err;
-	}
-	*ret_req = req;
-	return KL_OK;
+	return new_write_req(table, "Key", key, opts, ret_req);
 }
 
 /* resp[field] as a new reference, NULL when absent; KL_EPARSE when not an object. */

@@ -221,10 +221,6 @@ static enum kl_err call(struct aws_client *c, const char *op, json_object *req,
 			  info ? info->aws_code : "");
 		return err;
 	}
-	if (!json_object_is_type(resp, json_type_object)) {
-		json_object_put(resp);
-		return kl_errinfo_set(info, KL_EPARSE, "kinesis: %s: response is not a JSON object", op);
-	}
 	*ret_resp = resp;
 	return KL_OK;
 }
@@ -1495,23 +1491,26 @@ static enum kl_err scan_record(struct scan *s)
 	return KL_OK;
 }
 
-static enum kl_err scan_records(struct scan *s)
+/* A JSON array (or null), each element read by scan_elem; the two messages
+ * (static strings) name the field when it is not an array or is cut. */
+static enum kl_err scan_array(struct scan *s, enum kl_err (*scan_elem)(struct scan *s),
+			      const char *not_array, const char *bad_end)
 {
 	enum kl_err err;
 
 	if (eat_literal(s, "null", 4))
 		return KL_OK;
 	if (!eat(s, '['))
-		return scan_fail(s, s->p, "Records is not an array");
+		return scan_fail(s, s->p, not_array);
 	if (eat(s, ']'))
 		return KL_OK;
 	do {
-		err = scan_record(s);
+		err = scan_elem(s);
 		if (err)
 			return err;
 	} while (eat(s, ','));
 	if (!eat(s, ']'))
-		return scan_fail(s, s->p, "expected ',' or ']' in Records");
+		return scan_fail(s, s->p, bad_end);
 	return KL_OK;
 }
 
@@ -1656,26 +1655,6 @@ static enum kl_err scan_child(struct scan *s)
 	return KL_OK;
 }
 
-static enum kl_err scan_children(struct scan *s)
-{
-	enum kl_err err;
-
-	if (eat_literal(s, "null", 4))
-		return KL_OK;
-	if (!eat(s, '['))
-		return scan_fail(s, s->p, "ChildShards is not an array");
-	if (eat(s, ']'))
-		return KL_OK;
-	do {
-		err = scan_child(s);
-		if (err)
-			return err;
-	} while (eat(s, ','));
-	if (!eat(s, ']'))
-		return scan_fail(s, s->p, "expected ',' or ']' in ChildShards");
-	return KL_OK;
-}
-
 enum { TOP_RECORDS, TOP_NEXT_ITERATOR, TOP_MILLIS_BEHIND, TOP_CHILD_SHARDS };
 static const struct scan_key top_keys[] = {
 	SCAN_KEY("Records"), SCAN_KEY("NextShardIterator"), SCAN_KEY("MillisBehindLatest"),
@@ -1705,7 +1684,8 @@ static enum kl_err scan_response(struct scan *s)
 				return err;
 			switch (id) {
 			case TOP_RECORDS:
-				err = scan_records(s);
+				err = scan_array(s, scan_record, "Records is not an array",
+						 "expected ',' or ']' in Records");
 				break;
 			case TOP_NEXT_ITERATOR:
 				if (eat_literal(s, "null", 4))
@@ -1721,7 +1701,8 @@ static enum kl_err scan_response(struct scan *s)
 							  "MillisBehindLatest is not a number");
 				break;
 			case TOP_CHILD_SHARDS:
-				err = scan_children(s);
+				err = scan_array(s, scan_child, "ChildShards is not an array",
+						 "expected ',' or ']' in ChildShards");
 				break;
 			default:
 				err = skip_value(s, 1);

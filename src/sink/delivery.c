@@ -1594,6 +1594,20 @@ static enum kl_err commit_vanished_intent(struct delivery *d, const struct esn *
 	return drive(d, info);
 }
 
+/* KL_OK while d can take records and flush; else why not, in info. */
+static enum kl_err check_usable(const struct delivery *d, struct kl_errinfo *info)
+{
+	if (d->abandoned)
+		return kl_errinfo_set(info, KL_ESTATE, "delivery: shard '%s' was abandoned",
+				      d->shard_id);
+	if (d->lost)
+		return kl_errinfo_set(info, KL_ELEASE_LOST, "delivery: lease '%s' is lost",
+				      d->lease_key);
+	if (d->broken)
+		return kl_errinfo_set(info, KL_ELEASE_LOST, "delivery: %s", d->st.blocked_reason);
+	return KL_OK;
+}
+
 static enum kl_err push_common(struct delivery *d, const struct kl_transform_record *rec,
 			       const struct xform_result *res, const struct plan *forced,
 			       struct kl_errinfo *info)
@@ -1609,14 +1623,9 @@ static enum kl_err push_common(struct delivery *d, const struct kl_transform_rec
 		kl_errinfo_clear(&local);
 		info = &local;
 	}
-	if (d->abandoned)
-		return kl_errinfo_set(info, KL_ESTATE, "delivery: shard '%s' was abandoned",
-				      d->shard_id);
-	if (d->lost)
-		return kl_errinfo_set(info, KL_ELEASE_LOST, "delivery: lease '%s' is lost",
-				      d->lease_key);
-	if (d->broken)
-		return kl_errinfo_set(info, KL_ELEASE_LOST, "delivery: %s", d->st.blocked_reason);
+	err = check_usable(d, info);
+	if (err)
+		return err;
 	if (!rec || !rec->sequence_number || (!forced && !res))
 		return kl_errinfo_set(info, KL_EINVAL, "delivery: push without a record");
 	err = esn_set(rec->sequence_number, rec->sub_sequence_number, &e, info);
@@ -1814,14 +1823,9 @@ enum kl_err delivery_flush(struct delivery *d, struct kl_errinfo *info)
 		kl_errinfo_clear(&local);
 		info = &local;
 	}
-	if (d->abandoned)
-		return kl_errinfo_set(info, KL_ESTATE, "delivery: shard '%s' was abandoned",
-				      d->shard_id);
-	if (d->lost)
-		return kl_errinfo_set(info, KL_ELEASE_LOST, "delivery: lease '%s' is lost",
-				      d->lease_key);
-	if (d->broken)
-		return kl_errinfo_set(info, KL_ELEASE_LOST, "delivery: %s", d->st.blocked_reason);
+	err = check_usable(d, info);
+	if (err)
+		return err;
 	if (d->partial.active)
 		return kl_errinfo_set(info, KL_ENOSPC, "delivery: record %s/%" PRIu64 " was partly"
 				      " written (disk full); offer it again before flushing",

@@ -1487,6 +1487,36 @@ static void test_wire_raw(void)
 	CU_ASSERT_STRING_EQUAL(info.aws_code, "ExpiredIteratorException");
 	CU_ASSERT_EQUAL(resp.status, 400);
 	http_response_done(&resp);
+
+	/* aws_json_call() hands back only a JSON object: an empty body is an
+	 * empty one, anything else is KL_EPARSE with the operation named. */
+	{
+		static const struct {
+			const char *body;
+			enum kl_err want;
+			const char *msg;
+		} shapes[] = {
+			{ "{\"a\":1}", KL_OK, NULL },
+			{ "", KL_OK, NULL },
+			{ "[1,2]", KL_EPARSE, "DescribeStream: response is not a JSON object" },
+			{ "\"x\"", KL_EPARSE, "DescribeStream: response is not a JSON object" },
+			{ "{\"a\":", KL_EPARSE, "DescribeStream: response is not JSON (5 bytes)" },
+		};
+
+		for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+			json_object *out = NULL;
+
+			loophttp_push(w.srv, 200, J11, shapes[i].body);
+			CU_ASSERT_EQUAL(aws_json_call(&w.c, "Kinesis_20131202", "1.1", "DescribeStream",
+						      in, &out, &info), shapes[i].want);
+			if (shapes[i].want == KL_OK) {
+				CU_ASSERT(json_object_is_type(out, json_type_object));
+			} else {
+				CU_ASSERT_PTR_NOT_NULL(strstr(info.message, shapes[i].msg));
+			}
+			json_object_put(out);
+		}
+	}
 	json_object_put(in);
 	wire_stop(&w);
 }
