@@ -37,7 +37,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <zlib.h>
@@ -47,6 +46,8 @@
 
 #include "buf.h"
 #include "delivery.h"
+#include "gen.h"
+#include "harness.h"
 #include "journal.h"
 #include "keytmpl.h"
 #include "kinesis.h"
@@ -62,83 +63,11 @@
 #error "KL_BENCH_BUILDDIR must name the build tree"
 #endif
 
-#define BODY_CAP ((size_t)10 * 1000 * 1000)
-#define MAX_RUNS 51
+#define MAX_RUNS HARNESS_MAX_RUNS
 #define MAX_PAGES 64
 #define SHARD "shardId-000000000000"
 
-static void die(const char *what)
-{
-	fprintf(stderr, "bench_compress: %s\n", what);
-	exit(1);
-}
-
-static void check(enum kl_err err, const char *what)
-{
-	if (err != KL_OK)
-		die(what);
-}
-
-static void check_info(enum kl_err err, const struct kl_errinfo *info, const char *what)
-{
-	char msg[700];
-
-	if (err == KL_OK)
-		return;
-	fprintf(stderr, "bench_compress: %s: %s\n", what,
-		kl_errinfo_format(err, info, msg, sizeof(msg)));
-	exit(1);
-}
-
 /* ------------------------------------------------------------ data */
-
-/* The same generator as bench_recordpath.c (copied: that file is its own). */
-static const char *const pages[] = {
-	"/", "/search?q=running+shoes", "/cart", "/checkout", "/checkout/payment",
-	"/account/orders", "/products/shoes/running/aurora-3", "/products/jackets/rain/storm-shell",
-	"/products/bags/backpacks/daypack-22", "/blog/choosing-trail-shoes", "/help/returns",
-};
-static const char *const types[] = {
-	"page_view", "click", "scroll", "add_to_cart", "search", "begin_checkout", "purchase",
-};
-static const char *const agents[] = {
-	"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-	"Chrome/124.0.0.0 Safari/537.36",
-	"Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
-	"like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
-	"Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
-	"Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
-	"Chrome/124.0.6367.82 Mobile Safari/537.36",
-};
-static const char *const countries[] = { "DE", "US", "FR", "GB", "NL", "SE", "JP", "BR" };
-
-#define PICK(rng, a) ((a)[kl_rng_below((rng), KL_ARRAY_LEN(a))])
-
-/* One event, JSON, ~350 bytes; about 1 in 50 from a crawler. */
-static void gen_event(struct kl_rng *rng, int64_t ms, struct buf *out)
-{
-	uint64_t id = kl_rng_next(rng);
-	time_t secs = (time_t)(ms / 1000);
-	bool bot = kl_rng_below(rng, 50) == 0;
-	struct tm tm;
-	char when[32];
-
-	gmtime_r(&secs, &tm);
-	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-	check(buf_printf(out,
-			 "{\"event_id\":\"%016" PRIx64 "\",\"timestamp\":\"%s.%03dZ\",\"type\":\"%s\","
-			 "\"user_id\":\"u-%07" PRIu64 "\",\"session_id\":\"s-%012" PRIx64 "\","
-			 "\"page\":\"%s\",\"user_agent\":\"%s\",\"ip\":\"203.0.%d.%d\","
-			 "\"country\":\"%s\",\"value_cents\":%d,\"props\":{\"sku\":\"SKU-%05d\",\"qty\":%d}}",
-			 id, when, (int)(ms % 1000), PICK(rng, types), kl_rng_below(rng, 5000000),
-			 id >> 16, PICK(rng, pages),
-			 bot ? "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)" :
-			       PICK(rng, agents),
-			 (int)kl_rng_below(rng, 256), (int)kl_rng_below(rng, 256), PICK(rng, countries),
-			 (int)kl_rng_below(rng, 20000), (int)kl_rng_below(rng, 100000),
-			 1 + (int)kl_rng_below(rng, 4)),
-	      "out of memory");
-}
 
 struct sample {
 	struct buf body[MAX_PAGES];
@@ -148,117 +77,21 @@ struct sample {
 };
 
 /* n_pages GetRecords bodies of <= 10000 records / 10 MB; every 5th record
- * a KPL aggregate of 20 events (the "mixed" sample of bench_recordpath). */
+ * a KPL aggregate of 20 events (gen.h; the "mixed" sample of
+ * bench_recordpath). */
 static void gen_sample(struct sample *smp, int n_pages, uint64_t seed)
 {
-	struct kl_rng rng;
-	struct buf rec, ev[20], b64;
-	int64_t ms = INT64_C(1795291116903);
-	char seqbase[] = "49590338271490256608559692538361571095921575989";
-	size_t n_records = 0;
+	struct gen g;
 
 	memset(smp, 0, sizeof(*smp));
 	smp->n_pages = n_pages;
-	buf_init(&rec, 0);
-	buf_init(&b64, 0);
-	for (int i = 0; i < 20; i++)
-		buf_init(&ev[i], 0);
-	kl_rng_seed_value(&rng, seed);
-	for (int pg = 0; pg < n_pages; pg++) {
-		struct buf *body = &smp->body[pg];
-		size_t in_page = 0;
-
-		buf_init(body, 32 << 20);
-		check(buf_append_str(body, "{\"Records\":["), "out of memory");
-		while (in_page < KINESIS_GET_RECORDS_MAX) {
-			size_t mark = body->len, user = 1, payload;
-			bool agg = n_records % 5 == 4;
-
-			buf_reset(&rec);
-			if (agg) {
-				struct kpl_enc_record sub[20];
-				char pks[20][24];
-
-				payload = 0;
-				for (int i = 0; i < 20; i++) {
-					buf_reset(&ev[i]);
-					gen_event(&rng, ms, &ev[i]);
-					snprintf(pks[i], sizeof(pks[i]), "u-%07" PRIu64,
-						 kl_rng_below(&rng, 5000000));
-					sub[i].partition_key = pks[i];
-					sub[i].explicit_hash_key = NULL;
-					sub[i].data = ev[i].data;
-					sub[i].len = ev[i].len;
-					payload += ev[i].len;
-				}
-				check(kpl_encode(sub, 20, &rec), "kpl_encode");
-				user = 20;
-			} else {
-				gen_event(&rng, ms, &rec);
-				payload = rec.len;
-			}
-			ms += (int64_t)kl_rng_below(&rng, 5);
-			buf_reset(&b64);
-			check(buf_reserve(&b64, KL_B64_ENCLEN(rec.len) + 1), "out of memory");
-			kl_b64_encode((const uint8_t *)rec.data, rec.len, b64.data);
-			check(buf_printf(body,
-					 "%s{\"SequenceNumber\":\"%s%09zu\",\"ApproximateArrivalTimestamp\":%"
-					 PRId64 ".%03d,\"Data\":\"%s\",\"PartitionKey\":\"u-%07" PRIu64 "\"}",
-					 in_page ? "," : "", seqbase, (n_records + 1) * 10, ms / 1000,
-					 (int)(ms % 1000), b64.data, kl_rng_below(&rng, 5000000)),
-			      "out of memory");
-			if (body->len > BODY_CAP - 400) {
-				body->len = mark;
-				body->data[mark] = '\0';
-				break;
-			}
-			in_page++;
-			n_records++;
-			smp->n_user += user;
-			smp->payload += payload;
-		}
-		check(buf_append_str(body, "],\"NextShardIterator\":\"AAAAAAAAAAGq1cHhO9X5b8Yp\","
-				     "\"MillisBehindLatest\":0}"),
-		      "out of memory");
-	}
-	buf_done(&rec);
-	buf_done(&b64);
-	for (int i = 0; i < 20; i++)
-		buf_done(&ev[i]);
-}
-
-/* ------------------------------------------------------------ timing */
-
-static double thread_cpu(void)
-{
-	struct timespec c;
-
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c);
-	return (double)c.tv_sec + (double)c.tv_nsec / 1e9;
-}
-
-static double wall_now(void)
-{
-	struct timespec w;
-
-	clock_gettime(CLOCK_MONOTONIC, &w);
-	return (double)w.tv_sec + (double)w.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(const double *v, int n)
-{
-	double s[MAX_RUNS];
-
-	memcpy(s, v, (size_t)n * sizeof(*v));
-	qsort(s, (size_t)n, sizeof(*s), cmp_double);
-	return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+	gen_init(&g, seed, 5, 20);
+	for (int pg = 0; pg < n_pages; pg++)
+		harness_check(gen_page(&g, &smp->body[pg], "AAAAAAAAAAGq1cHhO9X5b8Yp"),
+			      "cannot generate the sample");
+	smp->n_user = g.n_user;
+	smp->payload = g.payload;
+	gen_done(&g);
 }
 
 /* ------------------------------------------------------------ codecs */
@@ -300,7 +133,7 @@ static uint64_t lib_compress(const struct codec *c, const uint8_t *data, size_t 
 
 		memset(&zs, 0, sizeof(zs));
 		if (deflateInit2(&zs, c->level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-			die("deflateInit2");
+			harness_die("deflateInit2");
 		for (;;) {
 			size_t n = len - off > chunk ? chunk : len - off;
 			int flush = off + n == len ? Z_FINISH : Z_NO_FLUSH;
@@ -328,7 +161,7 @@ static uint64_t lib_compress(const struct codec *c, const uint8_t *data, size_t 
 
 		if (!zc || ZSTD_isError(ZSTD_CCtx_setParameter(zc, ZSTD_c_compressionLevel, c->level)) ||
 		    ZSTD_isError(ZSTD_CCtx_setParameter(zc, ZSTD_c_checksumFlag, 1)))
-			die("zstd context");
+			harness_die("zstd context");
 		for (;;) {
 			size_t n = len - off > chunk ? chunk : len - off;
 			bool last = off + n == len;
@@ -340,7 +173,7 @@ static uint64_t lib_compress(const struct codec *c, const uint8_t *data, size_t 
 
 				zr = ZSTD_compressStream2(zc, &ob, &ib, last ? ZSTD_e_end : ZSTD_e_continue);
 				if (ZSTD_isError(zr))
-					die("zstd");
+					harness_die("zstd");
 				total += ob.pos;
 			} while (last ? zr != 0 : ib.pos < ib.size);
 			off += n;
@@ -351,7 +184,7 @@ static uint64_t lib_compress(const struct codec *c, const uint8_t *data, size_t 
 		return total;
 	}
 #endif
-	die("lib_compress: no such codec");
+	harness_die("lib_compress: no such codec");
 	return 0;
 }
 
@@ -393,6 +226,33 @@ struct env {
 	struct xform *x;
 };
 
+struct path_ctx {
+	struct delivery *d;            /* NULL: join into mem */
+	struct buf *mem;
+	struct outcome *oc;
+};
+
+static void path_one(void *arg, const struct kl_transform_record *rec,
+		     const struct xform_result *res)
+{
+	struct path_ctx *pc = arg;
+	struct kl_errinfo info;
+
+	pc->oc->user++;
+	pc->oc->ok += res->result == KL_TRANSFORM_OK;
+	pc->oc->dropped += res->result == KL_TRANSFORM_DROPPED;
+	pc->oc->failed += res->result == KL_TRANSFORM_FAILED;
+	if (pc->d) {
+		harness_check_info(delivery_push(pc->d, rec, res, &info), &info, "push");
+	} else if (res->result == KL_TRANSFORM_OK) {
+		for (size_t k = 0; k < res->noutputs; k++) {
+			harness_check(buf_append(pc->mem, res->outputs[k].data, res->outputs[k].len),
+				      "output cap");
+			harness_check(buf_append_byte(pc->mem, '\n'), "output cap");
+		}
+	}
+}
+
 /*
  * One pass over the sample. sink NULL: outputs joined into mem (the
  * "memory" case, and how the spool's input is captured); else pushed into
@@ -412,9 +272,9 @@ static void run_path(struct env *e, const struct sample *smp, const struct codec
 	struct delivery_opts o;
 	struct delivery_stats st;
 	struct kl_errinfo info;
+	struct path_ctx pc;
 	size_t n_grants = 0;
 	uint64_t uploaded = 0;
-	char keys[512];
 
 	memset(oc, 0, sizeof(*oc));
 	if (c) {
@@ -431,7 +291,7 @@ static void run_path(struct env *e, const struct sample *smp, const struct codec
 		if (!store || lease_coord_new(&lcfg, store, &clock, NULL, &coord, &info) != KL_OK ||
 		    lease_coord_tick(coord, &info) != KL_OK ||
 		    lease_coord_grants(coord, &grants, &n_grants) != KL_OK || n_grants != 1)
-			die("cannot take the lease");
+			harness_die("cannot take the lease");
 		memset(&o, 0, sizeof(o));
 		o.grant = &grants[0];
 		o.coord = coord;
@@ -445,60 +305,18 @@ static void run_path(struct env *e, const struct sample *smp, const struct codec
 		o.uploader.ctx = &uploaded;
 		/* batches sealed at the default 64 MiB and by the final flush, never by age */
 		o.buffer_ms = 24 * 3600 * 1000;
-		check_info(delivery_new(&o, &d, &info), &info, "delivery_new");
+		harness_check_info(delivery_new(&o, &d, &info), &info, "delivery_new");
 	}
-	for (int pg = 0; pg < smp->n_pages; pg++) {
-		struct kinesis_records *r = NULL;
-
-		check_info(kinesis_parse_get_records(smp->body[pg].data, smp->body[pg].len, &r, &info),
-			   &info, "scanner");
-		for (size_t i = 0; i < r->n_records; i++) {
-			const struct kinesis_record *kr = &r->records[i];
-			struct kpl_result kres;
-
-			check_info(kpl_decode(e->dec, kr->data, kr->data_len, NULL, &info, &kres), &info,
-				   "kpl_decode");
-			for (size_t j = 0; j < kres.nrecords; j++) {
-				const struct kpl_record *ur = &kres.records[j];
-				struct kl_transform_record t;
-				struct xform_result res;
-
-				memset(&t, 0, sizeof(t));
-				t.data = ur->data;
-				t.len = ur->len;
-				t.partition_key = kr->partition_key;
-				if (ur->partition_key && ur->partition_key_len < sizeof(keys)) {
-					memcpy(keys, ur->partition_key, ur->partition_key_len);
-					keys[ur->partition_key_len] = '\0';
-					t.partition_key = keys;
-				}
-				t.sequence_number = kr->sequence_number;
-				t.sub_sequence_number = ur->sub_sequence_number;
-				t.shard_id = SHARD;
-				t.approximate_arrival_ms = kr->arrival_ms;
-				check(xform_run(e->x, &t, &res), "xform_run");
-				oc->user++;
-				oc->ok += res.result == KL_TRANSFORM_OK;
-				oc->dropped += res.result == KL_TRANSFORM_DROPPED;
-				oc->failed += res.result == KL_TRANSFORM_FAILED;
-				if (d) {
-					check_info(delivery_push(d, &t, &res, &info), &info, "push");
-				} else if (res.result == KL_TRANSFORM_OK) {
-					for (size_t k = 0; k < res.noutputs; k++) {
-						check(buf_append(mem, res.outputs[k].data,
-								 res.outputs[k].len), "output cap");
-						check(buf_append_byte(mem, '\n'), "output cap");
-					}
-				}
-			}
-		}
-		kinesis_records_free(r);
-	}
+	pc.d = d;
+	pc.mem = mem;
+	pc.oc = oc;
+	for (int pg = 0; pg < smp->n_pages; pg++)
+		harness_run_body(&smp->body[pg], e->dec, e->x, SHARD, path_one, &pc);
 	if (d) {
-		check_info(delivery_flush(d, &info), &info, "flush");
+		harness_check_info(delivery_flush(d, &info), &info, "flush");
 		delivery_get_stats(d, &st);
 		if (st.batches_committed < 1 || st.in_flight)
-			die("the batch was not committed");
+			harness_die("the batch was not committed");
 		*ret_object_bytes = uploaded;
 		*ret_spooled = st.bytes_out;
 		delivery_free(d);
@@ -510,36 +328,6 @@ static void run_path(struct env *e, const struct sample *smp, const struct codec
 }
 
 /* ------------------------------------------------------------ set-up */
-
-static struct xform_plugin *load(const char *dir, const char *name)
-{
-	char src[4096], dst[4096], chunk[65536];
-	struct xform_plugin *p = NULL;
-	struct kl_errinfo info;
-	int in, out;
-	ssize_t n;
-
-	/* Staged in our own directory: the host refuses group-writable plugin dirs. */
-	snprintf(src, sizeof(src), "%s/plugins/%s/.libs/%s.so", KL_BENCH_BUILDDIR, name, name);
-	snprintf(dst, sizeof(dst), "%s/%s.so", dir, name);
-	in = open(src, O_RDONLY);
-	if (in < 0) {
-		fprintf(stderr, "%s: %s\n", src, strerror(errno));
-		die("build the plugins first");
-	}
-	out = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0755);
-	if (out < 0)
-		die("cannot stage the plugin");
-	while ((n = read(in, chunk, sizeof(chunk))) > 0)
-		if (write(out, chunk, (size_t)n) != n)
-			die("cannot stage the plugin");
-	close(in);
-	close(out);
-	chmod(dst, 0755);
-	check_info(xform_plugin_load(dst, NULL, &info, &p), &info, "cannot load the plugin");
-	unlink(dst);
-	return p;
-}
 
 static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {
@@ -587,7 +375,7 @@ static int lib_only(const char *path, const char *codecs, int repeats)
 	if (!c || c->codec == SPOOL_CODEC_NONE || !out)
 		usage();
 	if (read_file(path, &data) != 0)
-		die("cannot read the --lib file");
+		harness_die("cannot read the --lib file");
 	for (int i = 0; i < repeats; i++)
 		z = lib_compress(c, (const uint8_t *)data.data, data.len, out, SPOOL_DEFAULT_BUFFER);
 	printf("%s: %zu bytes -> %" PRIu64 "\n", c->name, data.len, z);
@@ -613,6 +401,7 @@ int main(int argc, char **argv)
 	int runs = 9, n_pages = 8;
 	bool runs_given = false;
 
+	harness_init("bench_compress");
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) {
 			runs = atoi(argv[++i]);
@@ -649,7 +438,7 @@ int main(int argc, char **argv)
 			if (!c || n_codecs == KL_ARRAY_LEN(codecs))
 				usage();
 			if (!spool_codec_available(c->codec))
-				die("this build has no zstd (configure --with-zstd)");
+				harness_die("this build has no zstd (configure --with-zstd)");
 			codecs[n_codecs++] = c;
 		}
 	}
@@ -658,39 +447,39 @@ int main(int argc, char **argv)
 	snprintf(e.dir, sizeof(e.dir), "%s/kl-bench-compress-XXXXXX",
 		 getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 	if (!mkdtemp(e.dir))
-		die("mkdtemp");
+		harness_die("mkdtemp");
 	snprintf(e.spool_dir, sizeof(e.spool_dir), "%s/spool", e.dir);
 	if (mkdir(e.spool_dir, 0750) != 0)
-		die("mkdir spool");
+		harness_die("mkdir spool");
 	{
 		char jpath[320];
 
 		snprintf(jpath, sizeof(jpath), "%s/journal.db", e.dir);
-		check_info(journal_open(jpath, &e.journal, &info), &info, "journal");
+		harness_check_info(journal_open(jpath, &e.journal, &info), &info, "journal");
 	}
-	check_info(keytmpl_compile("!{timestamp:yyyy/MM/dd/HH}/", KEYTMPL_DATA, &e.dt, &info), &info,
+	harness_check_info(keytmpl_compile("!{timestamp:yyyy/MM/dd/HH}/", KEYTMPL_DATA, &e.dt, &info), &info,
 		   "template");
-	check_info(keytmpl_compile("errors/!{firehose:error-output-type}/", KEYTMPL_ERROR, &e.et,
+	harness_check_info(keytmpl_compile("errors/!{firehose:error-output-type}/", KEYTMPL_ERROR, &e.et,
 				   &info), &info, "template");
-	check_info(kpl_decoder_new(&info, &e.dec), &info, "kpl_decoder_new");
-	xp = load(e.dir, plugin);
-	check_info(xform_new(xp, NULL, &info, &e.x), &info, "plugin instance");
+	harness_check_info(kpl_decoder_new(&info, &e.dec), &info, "kpl_decoder_new");
+	xp = harness_load_plugin(KL_BENCH_BUILDDIR, e.dir, plugin);
+	harness_check_info(xform_new(xp, NULL, &info, &e.x), &info, "plugin instance");
 
 	gen_sample(&smp, n_pages, seed);
 	/* What the spool is given: capture it once. */
 	buf_init(&joined, (size_t)1 << 30);
 	run_path(&e, &smp, NULL, &joined, &oc, NULL, NULL);
 	if (oc.user != smp.n_user)
-		die("user record count differs");
+		harness_die("user record count differs");
 	if (dump) {
 		FILE *f = fopen(dump, "w");
 
 		if (!f || fwrite(joined.data, 1, joined.len, f) != joined.len || fclose(f) != 0)
-			die("cannot write --dump file");
+			harness_die("cannot write --dump file");
 	}
 	lib_out = malloc(SPOOL_DEFAULT_BUFFER);
 	if (!lib_out)
-		die("out of memory");
+		harness_die("out of memory");
 
 	printf("bench_compress: %s plugin, %d GetRecords bodies, %zu user records (%.2f MB events,"
 	       " 1 Kinesis record in 5 a KPL aggregate of 20), ok %zu dropped %zu failed %zu;\n"
@@ -706,18 +495,18 @@ int main(int argc, char **argv)
 		uint64_t obj = 0, spooled = 0, z = 0;
 
 		for (int i = -1; i < runs; i++) {   /* run -1 warms up */
-			double t0 = thread_cpu(), w0 = wall_now(), t1, w1, t2;
+			double t0 = harness_cpu_now(), w0 = harness_wall_now(), t1, w1, t2;
 
 			run_path(&e, &smp, c, NULL, &oc, &obj, &spooled);
-			t1 = thread_cpu();
-			w1 = wall_now();
+			t1 = harness_cpu_now();
+			w1 = harness_wall_now();
 			if (spooled != joined.len)
-				die("the spool was given other bytes than captured");
+				harness_die("the spool was given other bytes than captured");
 			if (c->codec != SPOOL_CODEC_NONE) {
 				z = lib_compress(c, (const uint8_t *)joined.data, joined.len, lib_out,
 						 SPOOL_DEFAULT_BUFFER);
 			}
-			t2 = thread_cpu();
+			t2 = harness_cpu_now();
 			if (i >= 0) {
 				cpu[0][i] = t1 - t0;
 				cpu[1][i] = t2 - t1;
@@ -726,8 +515,8 @@ int main(int argc, char **argv)
 		}
 		{
 			double mb = (double)joined.len / 1e6;
-			double p = mb / median(cpu[0], runs);
-			double l = c->codec != SPOOL_CODEC_NONE ? mb / median(cpu[1], runs) : 0;
+			double p = mb / harness_median(cpu[0], runs);
+			double l = c->codec != SPOOL_CODEC_NONE ? mb / harness_median(cpu[1], runs) : 0;
 			double ratios[MAX_RUNS];
 
 			/* the ratio pair by pair (same round), then its median */
@@ -735,16 +524,16 @@ int main(int argc, char **argv)
 				ratios[i] = cpu[1][i] / cpu[0][i];
 			if (c->codec != SPOOL_CODEC_NONE) {
 				printf("%-6s %10.1f %10.1f %9.0f%% %8.2f %12.1f %9.0f\n", c->name, p, l,
-				       100 * median(ratios, runs), (double)joined.len / (double)obj,
-				       mb / median(wall, runs),
-				       (double)smp.n_user / median(cpu[0], runs));
+				       100 * harness_median(ratios, runs), (double)joined.len / (double)obj,
+				       mb / harness_median(wall, runs),
+				       (double)smp.n_user / harness_median(cpu[0], runs));
 				if (z != obj)
 					printf("       (library output %" PRIu64 " B, object %" PRIu64
 					       " B)\n", z, obj);
 			} else {
 				printf("%-6s %10.1f %10s %10s %8.2f %12.1f %9.0f\n", c->name, p, "-", "-",
-				       1.0, mb / median(wall, runs),
-				       (double)smp.n_user / median(cpu[0], runs));
+				       1.0, mb / harness_median(wall, runs),
+				       (double)smp.n_user / harness_median(cpu[0], runs));
 			}
 			fflush(stdout);
 		}
@@ -753,15 +542,15 @@ int main(int argc, char **argv)
 		double cpu[MAX_RUNS];
 
 		for (int i = -1; i < runs; i++) {
-			double t0 = thread_cpu();
+			double t0 = harness_cpu_now();
 
 			buf_reset(&joined);
 			run_path(&e, &smp, NULL, &joined, &oc, NULL, NULL);
 			if (i >= 0)
-				cpu[i] = thread_cpu() - t0;
+				cpu[i] = harness_cpu_now() - t0;
 		}
 		printf("memory %10.1f   (record path without a sink: outputs joined in memory)\n",
-		       (double)joined.len / 1e6 / median(cpu, runs));
+		       (double)joined.len / 1e6 / harness_median(cpu, runs));
 	}
 
 	free(lib_out);

@@ -17,18 +17,16 @@
  */
 #include "config.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
 #include "consumer.h"
+#include "gen.h"
+#include "harness.h"
 #include "journal.h"
 #include "kinesis.h"
 #include "kpl.h"
@@ -40,70 +38,8 @@
 #error "KL_BENCH_BUILDDIR must name the build tree"
 #endif
 
-#define BODY_CAP ((size_t)10 * 1000 * 1000)
-#define MAX_RUNS 51
+#define MAX_RUNS HARNESS_MAX_RUNS
 #define PAGES 4                      /* GetRecords answers per consumer run */
-
-static void die(const char *what)
-{
-	fprintf(stderr, "bench_recordpath: %s\n", what);
-	exit(1);
-}
-
-static void check(enum kl_err err, const char *what)
-{
-	if (err != KL_OK)
-		die(what);
-}
-
-/* ------------------------------------------------------------ data */
-
-static const char *const pages[] = {
-	"/", "/search?q=running+shoes", "/cart", "/checkout", "/checkout/payment",
-	"/account/orders", "/products/shoes/running/aurora-3", "/products/jackets/rain/storm-shell",
-	"/products/bags/backpacks/daypack-22", "/blog/choosing-trail-shoes", "/help/returns",
-};
-static const char *const types[] = {
-	"page_view", "click", "scroll", "add_to_cart", "search", "begin_checkout", "purchase",
-};
-static const char *const agents[] = {
-	"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-	"Chrome/124.0.0.0 Safari/537.36",
-	"Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
-	"like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
-	"Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
-	"Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
-	"Chrome/124.0.6367.82 Mobile Safari/537.36",
-};
-static const char *const countries[] = { "DE", "US", "FR", "GB", "NL", "SE", "JP", "BR" };
-
-#define PICK(rng, a) ((a)[kl_rng_below((rng), KL_ARRAY_LEN(a))])
-
-/* One event, JSON, ~350 bytes; about 1 in 50 from a crawler. */
-static void gen_event(struct kl_rng *rng, int64_t ms, struct buf *out)
-{
-	uint64_t id = kl_rng_next(rng);
-	time_t secs = (time_t)(ms / 1000);
-	bool bot = kl_rng_below(rng, 50) == 0;
-	struct tm tm;
-	char when[32];
-
-	gmtime_r(&secs, &tm);
-	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-	check(buf_printf(out,
-			 "{\"event_id\":\"%016" PRIx64 "\",\"timestamp\":\"%s.%03dZ\",\"type\":\"%s\","
-			 "\"user_id\":\"u-%07" PRIu64 "\",\"session_id\":\"s-%012" PRIx64 "\","
-			 "\"page\":\"%s\",\"user_agent\":\"%s\",\"ip\":\"203.0.%d.%d\","
-			 "\"country\":\"%s\",\"value_cents\":%d,\"props\":{\"sku\":\"SKU-%05d\",\"qty\":%d}}",
-			 id, when, (int)(ms % 1000), PICK(rng, types), kl_rng_below(rng, 5000000),
-			 id >> 16, PICK(rng, pages),
-			 bot ? "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)" :
-			       PICK(rng, agents),
-			 (int)kl_rng_below(rng, 256), (int)kl_rng_below(rng, 256), PICK(rng, countries),
-			 (int)kl_rng_below(rng, 20000), (int)kl_rng_below(rng, 100000),
-			 1 + (int)kl_rng_below(rng, 4)),
-	      "out of memory");
-}
 
 /* PAGES recorded GetRecords bodies (sequence numbers ascending across
  * them) and what they hold in total. */
@@ -118,88 +54,31 @@ struct sample {
 };
 
 /*
- * Builds PAGES bodies of at most 10000 records and 10 MB each. agg_every:
- * every n-th record is a KPL aggregate of agg_size events (0: all plain).
+ * Builds PAGES bodies of at most 10000 records and 10 MB each (gen.h).
+ * agg_every: every n-th record is a KPL aggregate of agg_size events (0:
+ * all plain).
  */
 static void gen_sample(struct sample *smp, const char *name, int agg_every, int agg_size,
 		       uint64_t seed)
 {
-	struct kl_rng rng;
-	struct buf rec, ev[64], b64;
-	int64_t ms = INT64_C(1795291116903);
-	char seqbase[] = "49590338271490256608559692538361571095921575989";
+	struct gen g;
 
 	memset(smp, 0, sizeof(*smp));
 	smp->name = name;
-	buf_init(&rec, 0);
-	buf_init(&b64, 0);
-	for (int i = 0; i < 64; i++)
-		buf_init(&ev[i], 0);
-	kl_rng_seed_value(&rng, seed);
+	gen_init(&g, seed, agg_every, agg_size);
 	for (int pg = 0; pg < PAGES; pg++) {
-	struct buf *body = &smp->body[pg];
-	size_t in_page = 0;
-
-	buf_init(body, 32 << 20);
-	check(buf_append_str(body, "{\"Records\":["), "out of memory");
-	while (in_page < KINESIS_GET_RECORDS_MAX) {
-		size_t mark = body->len, user = 1, payload;
-		bool agg = agg_every && smp->n_records % (size_t)agg_every == (size_t)agg_every - 1;
-
-		buf_reset(&rec);
-		if (agg) {
-			struct kpl_enc_record sub[64];
-			char pks[64][24];
-
-			payload = 0;
-			for (int i = 0; i < agg_size; i++) {
-				buf_reset(&ev[i]);
-				gen_event(&rng, ms, &ev[i]);
-				snprintf(pks[i], sizeof(pks[i]), "u-%07" PRIu64, kl_rng_below(&rng, 5000000));
-				sub[i].partition_key = pks[i];
-				sub[i].explicit_hash_key = NULL;
-				sub[i].data = ev[i].data;
-				sub[i].len = ev[i].len;
-				payload += ev[i].len;
-			}
-			check(kpl_encode(sub, (size_t)agg_size, &rec), "kpl_encode");
-			user = (size_t)agg_size;
-		} else {
-			gen_event(&rng, ms, &rec);
-			payload = rec.len;
-		}
-		ms += (int64_t)kl_rng_below(&rng, 5);
-		buf_reset(&b64);
-		check(buf_reserve(&b64, KL_B64_ENCLEN(rec.len) + 1), "out of memory");
-		kl_b64_encode((const uint8_t *)rec.data, rec.len, b64.data);
-		check(buf_printf(body,
-				 "%s{\"SequenceNumber\":\"%s%09zu\",\"ApproximateArrivalTimestamp\":%"
-				 PRId64 ".%03d,\"Data\":\"%s\",\"PartitionKey\":\"u-%07" PRIu64 "\"}",
-				 in_page ? "," : "", seqbase, (smp->n_records + 1) * 10,
-				 ms / 1000, (int)(ms % 1000), b64.data, kl_rng_below(&rng, 5000000)),
-		      "out of memory");
-		if (body->len > BODY_CAP - 400) {
-			body->len = mark;
-			body->data[mark] = '\0';
-			break;
-		}
-		in_page++;
-		smp->n_records++;
-		smp->n_user += user;
-		smp->payload += payload;
-		smp->data_bytes += rec.len;
+		harness_check(gen_page(&g, &smp->body[pg],
+				       "AAAAAAAAAAGq1cHhO9X5b8Yp+jW3bZp7u1JQ8zK3mR2wVd0e4yT6nF5cL9hB2aG7kE"
+				       "1sD3fX8qP4tU6vI0oM5rN9lJ2yC7wA1zS3xH6gK8iE0uY4bR5tQ7pO9nM2lK1jH3gF"
+				       "5dS7aZ9xC2vB4nM6qW8eR0tY3uI5oP7aS9dF1g=="),
+			      "cannot generate the sample");
+		smp->body_bytes += smp->body[pg].len;
 	}
-	check(buf_append_str(body, "],\"NextShardIterator\":\"AAAAAAAAAAGq1cHhO9X5b8Yp+jW3bZ"
-			     "p7u1JQ8zK3mR2wVd0e4yT6nF5cL9hB2aG7kE1sD3fX8qP4tU6vI0oM5rN9lJ2yC7wA1zS3"
-			     "xH6gK8iE0uY4bR5tQ7pO9nM2lK1jH3gF5dS7aZ9xC2vB4nM6qW8eR0tY3uI5oP7aS9dF1g==\","
-			     "\"MillisBehindLatest\":0}"),
-	      "out of memory");
-	smp->body_bytes += body->len;
-	}
-	buf_done(&rec);
-	buf_done(&b64);
-	for (int i = 0; i < 64; i++)
-		buf_done(&ev[i]);
+	smp->n_records = g.n_records;
+	smp->n_user = g.n_user;
+	smp->payload = g.payload;
+	smp->data_bytes = g.data_bytes;
+	gen_done(&g);
 }
 
 /* ------------------------------------------------------------ timing */
@@ -211,25 +90,7 @@ struct times {
 
 static struct times now_times(void)
 {
-	struct timespec c, w;
-
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c);
-	clock_gettime(CLOCK_MONOTONIC, &w);
-	return (struct times){ (double)c.tv_sec + (double)c.tv_nsec / 1e9,
-			       (double)w.tv_sec + (double)w.tv_nsec / 1e9 };
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+	return (struct times){ harness_cpu_now(), harness_wall_now() };
 }
 
 /* ------------------------------------------------------------ the pipeline */
@@ -245,8 +106,9 @@ static void emit_result(struct buf *out, const struct xform_result *res, struct 
 	case KL_TRANSFORM_OK:
 		oc->ok++;
 		for (size_t o = 0; o < res->noutputs; o++) {
-			check(buf_append(out, res->outputs[o].data, res->outputs[o].len), "output cap");
-			check(buf_append_byte(out, '\n'), "output cap");
+			harness_check(buf_append(out, res->outputs[o].data, res->outputs[o].len),
+				      "output cap");
+			harness_check(buf_append_byte(out, '\n'), "output cap");
 			oc->outputs++;
 		}
 		break;
@@ -259,47 +121,29 @@ static void emit_result(struct buf *out, const struct xform_result *res, struct 
 	}
 }
 
+struct joined {
+	struct buf *out;
+	struct outcome *oc;
+};
+
+static void join_one(void *arg, const struct kl_transform_record *rec,
+		     const struct xform_result *res)
+{
+	struct joined *j = arg;
+
+	(void)rec;
+	j->oc->user++;
+	emit_result(j->out, res, j->oc);
+}
+
 /* Direct calls: scan, de-aggregate, transform, join. */
 static void run_pipeline(const struct sample *smp, struct kpl_decoder *dec, struct xform *x,
 			 struct buf *out, struct outcome *oc)
 {
-	struct kinesis_records *r = NULL;
-	struct kl_errinfo info;
-	char keys[512];
+	struct joined j = { out, oc };
 
-	for (int pg = 0; pg < PAGES; pg++) {
-	check(kinesis_parse_get_records(smp->body[pg].data, smp->body[pg].len, &r, &info),
-	      "scanner");
-	for (size_t i = 0; i < r->n_records; i++) {
-		const struct kinesis_record *kr = &r->records[i];
-		struct kpl_result kres;
-
-		check(kpl_decode(dec, kr->data, kr->data_len, NULL, &info, &kres), "kpl_decode");
-		for (size_t j = 0; j < kres.nrecords; j++) {
-			const struct kpl_record *ur = &kres.records[j];
-			struct kl_transform_record t;
-			struct xform_result res;
-
-			memset(&t, 0, sizeof(t));
-			t.data = ur->data;
-			t.len = ur->len;
-			t.partition_key = kr->partition_key;
-			if (ur->partition_key && ur->partition_key_len < sizeof(keys)) {
-				memcpy(keys, ur->partition_key, ur->partition_key_len);
-				keys[ur->partition_key_len] = '\0';
-				t.partition_key = keys;
-			}
-			t.sequence_number = kr->sequence_number;
-			t.sub_sequence_number = ur->sub_sequence_number;
-			t.shard_id = "shardId-000000000000";
-			t.approximate_arrival_ms = kr->arrival_ms;
-			check(xform_run(x, &t, &res), "xform_run");
-			oc->user++;
-			emit_result(out, &res, oc);
-		}
-	}
-	kinesis_records_free(r);
-	}
+	for (int pg = 0; pg < PAGES; pg++)
+		harness_run_body(&smp->body[pg], dec, x, "shardId-000000000000", join_one, &j);
 }
 
 /* ------------------------------------------------------------ through consumer_run */
@@ -430,7 +274,7 @@ static enum kl_err s_push_crashed(void *ctx, const struct kl_transform_record *r
 	(void)rec;
 	(void)attempts;
 	(void)info;
-	die("a record was routed as a poison record");
+	harness_die("a record was routed as a poison record");
 	return KL_EINVAL;
 }
 
@@ -493,54 +337,22 @@ static void run_consumer(const struct sample *smp, struct xform *x, struct buf *
 		pc.journal = guard_env.journal;
 		pc.marks = guard_env.marks;
 		pc.checkpoint = cfg.checkpoint;
-		check(poison_guard_new(&pc, &g, &info), "poison_guard_new");
+		harness_check(poison_guard_new(&pc, &g, &info), "poison_guard_new");
 		poison_guard_consumer(g, &deps.guard);
 	}
-	check(consumer_new(&cfg, &deps, &c, &info), "consumer_new");
+	harness_check(consumer_new(&cfg, &deps, &c, &info), "consumer_new");
 	if (consumer_run(c) != CONSUMER_DONE)
-		die("the consumer did not reach DONE");
+		harness_die("the consumer did not reach DONE");
 	consumer_free(c);
 	poison_guard_free(g);
 }
 
 /* ------------------------------------------------------------ main */
 
-static struct xform_plugin *load(const char *dir, const char *name)
-{
-	char src[4096], dst[4096], chunk[65536];
-	struct xform_plugin *p = NULL;
-	struct kl_errinfo info;
-	int in, out;
-	ssize_t n;
-
-	snprintf(src, sizeof(src), "%s/plugins/%s/.libs/%s.so", KL_BENCH_BUILDDIR, name, name);
-	snprintf(dst, sizeof(dst), "%s/%s.so", dir, name);
-	in = open(src, O_RDONLY);
-	if (in < 0) {
-		fprintf(stderr, "%s: %s\n", src, strerror(errno));
-		die("build the plugins first");
-	}
-	out = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0755);
-	if (out < 0)
-		die("cannot stage the plugin");
-	while ((n = read(in, chunk, sizeof(chunk))) > 0)
-		if (write(out, chunk, (size_t)n) != n)
-			die("cannot stage the plugin");
-	close(in);
-	close(out);
-	chmod(dst, 0755);
-	if (xform_plugin_load(dst, NULL, &info, &p) != KL_OK) {
-		fprintf(stderr, "%s\n", info.message);
-		die("cannot load the plugin");
-	}
-	unlink(dst);
-	return p;
-}
-
 static void report(const char *how, const struct sample *smp, double *cpu, double *wall,
 		   int runs, const struct outcome *oc)
 {
-	double c = median(cpu, runs), w = median(wall, runs);
+	double c = harness_median(cpu, runs), w = harness_median(wall, runs);
 	double payload = (double)smp->payload, user = (double)smp->n_user;
 
 	printf("    %-9s %7.1f MB/s per CPU-s %7.1f MB/s wall %10.0f records/s"
@@ -560,9 +372,9 @@ static void bench_case(const struct sample *smp, const char *plugin_name, struct
 	struct buf out;
 	bool identity = strcmp(plugin_name, "identity") == 0;
 
-	check(kpl_decoder_new(&info, &dec), "kpl_decoder_new");
+	harness_check(kpl_decoder_new(&info, &dec), "kpl_decoder_new");
 	buf_init(&out, (size_t)256 << 20);
-	check(buf_reserve(&out, smp->payload + smp->n_user + 1), "out of memory");
+	harness_check(buf_reserve(&out, smp->payload + smp->n_user + 1), "out of memory");
 	printf("  %s plugin:\n", plugin_name);
 	for (int i = -1; i < runs; i++) {  /* run -1 warms up */
 		for (int how = 0; how < 3; how++) {
@@ -577,9 +389,9 @@ static void bench_case(const struct sample *smp, const char *plugin_name, struct
 				run_consumer(smp, x, &out, &oc[how], how == 2);
 			t1 = now_times();
 			if (oc[how].user != smp->n_user)
-				die("user record count differs");
+				harness_die("user record count differs");
 			if (identity && out.len != smp->payload + smp->n_user)
-				die("identity output differs in size");
+				harness_die("identity output differs in size");
 			if (i >= 0) {
 				cpu[how][i] = t1.cpu - t0.cpu;
 				wall[how][i] = t1.wall - t0.wall;
@@ -612,6 +424,7 @@ int main(int argc, char **argv)
 	uint64_t seed = 42;
 	int runs = 9;
 
+	harness_init("bench_recordpath");
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
 			runs = atoi(argv[++i]);
@@ -627,23 +440,23 @@ int main(int argc, char **argv)
 	if (runs < 1 || runs > MAX_RUNS)
 		usage();
 	if (!mkdtemp(dir))
-		die("mkdtemp");
-	identity = load(dir, "identity");
-	clickstream = load(dir, "clickstream");
+		harness_die("mkdtemp");
+	identity = harness_load_plugin(KL_BENCH_BUILDDIR, dir, "identity");
+	clickstream = harness_load_plugin(KL_BENCH_BUILDDIR, dir, "clickstream");
 	rmdir(dir);
-	check(xform_new(identity, NULL, &info, &xi), "identity instance");
-	check(xform_new(clickstream, NULL, &info, &xc), "clickstream instance");
+	harness_check(xform_new(identity, NULL, &info, &xi), "identity instance");
+	harness_check(xform_new(clickstream, NULL, &info, &xc), "clickstream instance");
 	{
 		char jpath[64], mpath[64];
 		struct poison_crash *cr = NULL;
 		size_t n = 0;
 
 		if (!mkdtemp(state))
-			die("mkdtemp");
+			harness_die("mkdtemp");
 		snprintf(jpath, sizeof(jpath), "%s/journal.db", state);
 		snprintf(mpath, sizeof(mpath), "%s/" POISON_MARKS_FILE, state);
-		check(journal_open(jpath, &guard_env.journal, &info), "journal_open");
-		check(poison_marks_open(mpath, 4, &guard_env.marks, &cr, &n, &info), "marks");
+		harness_check(journal_open(jpath, &guard_env.journal, &info), "journal_open");
+		harness_check(poison_marks_open(mpath, 4, &guard_env.marks, &cr, &n, &info), "marks");
 		free(cr);
 	}
 

@@ -19,8 +19,9 @@
  * key:NAME dimensions are not in the objects and are refused.
  *
  * Invariants: memory grows with the number of cells, never with object
- * sizes (objects are streamed from an unlinked temporary file); a line is
- * capped at AC_LINE_MAX. Never installed; built for the tests that run it.
+ * sizes (objects are read through objread.c: streamed from an unlinked
+ * temporary file, a line capped at OBJREAD_LINE_MAX). Never installed;
+ * built for the tests that run it.
  *
  * Usage:
  *   aggcheck --s3-endpoint URL --bucket B --data-prefix P
@@ -50,23 +51,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <json-c/json.h>
-#include <zlib.h>
-#ifdef HAVE_ZSTD
-#include <zstd.h>
-#endif
 
 #include "agg.h"
 #include "aws.h"
-#include "creds.h"
 #include "ddb.h"
-#include "http.h"
-#include "s3.h"
+#include "objread.h"
 
-#define AC_CHUNK (64 * 1024)
-#define AC_LINE_MAX ((size_t)8 << 20)
 #define AC_REPORT_MAX 20
 #define AC_SEP '\x1f'                  /* between key parts: agg turns control chars into '?' */
 #define AC_UNTIMED "untimed"
@@ -93,14 +85,9 @@ struct aggcheck {
 	struct cell *cells;            /* open addressing, n_slots a power of two */
 	size_t n_cells, n_slots;
 	struct figures fig;
-	json_tokener *tok;
-	char *line;                    /* the line being assembled */
-	size_t line_len;
-	bool line_too_long;
-	int tmp_fd;
-	struct creds_chain *creds;
-	struct aws_client s3, ddb;
-	bool http_ready, s3_ready, ddb_ready;
+	struct objread rd;             /* S3, the download, the line; its creds serve ddb too */
+	struct aws_client ddb;
+	bool ddb_ready;
 };
 
 static void *xrealloc(void *p, size_t n)
@@ -200,8 +187,9 @@ static struct cell *untimed_of(struct aggcheck *ac, const struct cell *c)
 /* ------------------------------------------------------------ S3 */
 
 /* One output line of a data object, as agg_add() would have read it. */
-static void data_line(struct aggcheck *ac, const char *line, size_t len)
+static void data_line(void *arg, const char *line, size_t len)
 {
+	struct aggcheck *ac = arg;
 	char values[AGG_MAX_DIMS][AGG_VALUE_MAX + 1], window[32];
 	const char *vp[AGG_MAX_DIMS];
 	int64_t sums[AGG_MAX_SUMS], t_ms = 0;
@@ -209,16 +197,7 @@ static void data_line(struct aggcheck *ac, const char *line, size_t len)
 	struct cell *c;
 	bool timed;
 
-	if (len <= (size_t)INT32_MAX) {
-		json_tokener_reset(ac->tok);
-		doc = json_tokener_parse_ex(ac->tok, line, (int)len);
-		if (doc && (json_tokener_get_error(ac->tok) != json_tokener_success ||
-			    json_tokener_get_parse_end(ac->tok) != len ||
-			    !json_object_is_type(doc, json_type_object))) {
-			json_object_put(doc);
-			doc = NULL;
-		}
-	}
+	doc = objread_parse_object(&ac->rd, line, len);
 	timed = agg_doc_values(&ac->spec, doc, &t_ms, values, sums);
 	json_object_put(doc);
 	for (size_t i = 0; i < ac->spec.n_dims; i++)
@@ -238,190 +217,21 @@ static void data_line(struct aggcheck *ac, const char *line, size_t len)
 		ac->fig.s3_untimed++;
 }
 
-static void feed(struct aggcheck *ac, const char *p, size_t n)
+static void line_too_long(void *arg)
 {
-	while (n) {
-		const char *nl = memchr(p, '\n', n);
-		size_t take = nl ? (size_t)(nl - p) : n;
-
-		if (!ac->line_too_long) {
-			if (ac->line_len + take > AC_LINE_MAX) {
-				ac->line_too_long = true;
-			} else {
-				memcpy(ac->line + ac->line_len, p, take);
-				ac->line_len += take;
-			}
-		}
-		if (!nl)
-			return;
-		if (ac->line_too_long)
-			fprintf(stderr, "aggcheck: a line longer than %zu bytes, left out\n", AC_LINE_MAX);
-		else
-			data_line(ac, ac->line, ac->line_len);
-		ac->line_len = 0;
-		ac->line_too_long = false;
-		p += take + 1;
-		n -= take + 1;
-	}
+	(void)arg;
+	fprintf(stderr, "aggcheck: a line longer than %zu bytes, left out\n", OBJREAD_LINE_MAX);
 }
 
-/* The delivery ends every output with the delimiter: a last line without
- * one is still a record. */
-static void feed_end(struct aggcheck *ac)
+static int read_object(void *arg, const char *key)
 {
-	if (ac->line_len && !ac->line_too_long)
-		data_line(ac, ac->line, ac->line_len);
-	ac->line_len = 0;
-	ac->line_too_long = false;
-}
-
-enum ac_codec { AC_PLAIN = 0, AC_GZIP, AC_ZSTD };
-
-static enum ac_codec codec_of(const char *key)
-{
-	size_t n = strlen(key);
-
-	if (n > 3 && strcmp(key + n - 3, ".gz") == 0)
-		return AC_GZIP;
-	if (n > 4 && strcmp(key + n - 4, ".zst") == 0)
-		return AC_ZSTD;
-	return AC_PLAIN;
-}
-
-/* Streams fd through the codec into feed(). NULL or why not. */
-static const char *decode(struct aggcheck *ac, int fd, enum ac_codec codec)
-{
-	static unsigned char in[AC_CHUNK], out[AC_CHUNK];
-	const char *why = NULL;
-	bool ended = codec == AC_PLAIN;
-	z_stream z;
-#ifdef HAVE_ZSTD
-	ZSTD_DStream *zd = NULL;
-	size_t zret = 1;
-#endif
-	ssize_t got;
-
-	memset(&z, 0, sizeof(z));
-	if (codec == AC_GZIP && inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
-		return "zlib cannot start";
-#ifdef HAVE_ZSTD
-	if (codec == AC_ZSTD) {
-		zd = ZSTD_createDStream();
-		if (!zd || ZSTD_isError(ZSTD_initDStream(zd))) {
-			ZSTD_freeDStream(zd);
-			return "zstd cannot start";
-		}
-	}
-#else
-	if (codec == AC_ZSTD)
-		return "a .zst object, and aggcheck is built without zstd";
-#endif
-	while (!why && (got = read(fd, in, sizeof(in))) != 0) {
-		if (got < 0) {
-			if (errno == EINTR)
-				continue;
-			why = "cannot read the downloaded object";
-			break;
-		}
-		if (codec == AC_PLAIN) {
-			feed(ac, (const char *)in, (size_t)got);
-		} else if (codec == AC_GZIP) {
-			z.next_in = in;
-			z.avail_in = (uInt)got;
-			while (!why && z.avail_in) {
-				int zr;
-
-				if (ended) {
-					/* Another gzip member: allowed by the format. */
-					if (inflateReset(&z) != Z_OK)
-						why = "zlib reset failed";
-					ended = false;
-				}
-				z.next_out = out;
-				z.avail_out = sizeof(out);
-				zr = inflate(&z, Z_NO_FLUSH);
-				if (zr != Z_OK && zr != Z_STREAM_END)
-					why = "not valid gzip";
-				feed(ac, (const char *)out, sizeof(out) - z.avail_out);
-				if (zr == Z_STREAM_END)
-					ended = true;
-			}
-		} else {
-#ifdef HAVE_ZSTD
-			ZSTD_inBuffer zin = { in, (size_t)got, 0 };
-
-			while (!why && zin.pos < zin.size) {
-				ZSTD_outBuffer zout = { out, sizeof(out), 0 };
-
-				zret = ZSTD_decompressStream(zd, &zout, &zin);
-				if (ZSTD_isError(zret))
-					why = "not valid zstd";
-				else
-					feed(ac, (const char *)out, zout.pos);
-			}
-			while (!why && zret != 0) {
-				ZSTD_outBuffer zout = { out, sizeof(out), 0 };
-				ZSTD_inBuffer none = { in, 0, 0 };
-
-				zret = ZSTD_decompressStream(zd, &zout, &none);
-				if (ZSTD_isError(zret))
-					why = "not valid zstd";
-				else if (zout.pos == 0)
-					break;
-				else
-					feed(ac, (const char *)out, zout.pos);
-			}
-			ended = zret == 0;
-#endif
-		}
-	}
-	if (codec == AC_GZIP) {
-		while (!why && !ended) {
-			int zr;
-
-			z.next_out = out;
-			z.avail_out = sizeof(out);
-			zr = inflate(&z, Z_NO_FLUSH);
-			feed(ac, (const char *)out, sizeof(out) - z.avail_out);
-			if (zr == Z_STREAM_END)
-				ended = true;
-			else if (zr != Z_OK || z.avail_out == sizeof(out))
-				break;
-		}
-		inflateEnd(&z);
-	}
-#ifdef HAVE_ZSTD
-	ZSTD_freeDStream(zd);
-#endif
-	if (!why && !ended)
-		why = codec == AC_GZIP ? "gzip stream cut short" : "zstd frame cut short";
-	if (!why)
-		feed_end(ac);
-	return why;
-}
-
-static int read_object(struct aggcheck *ac, const char *key)
-{
-	struct kl_errinfo info = { 0 };
+	struct aggcheck *ac = arg;
+	const struct objread_sink sink = { data_line, line_too_long, ac };
 	const char *why;
-	char buf[512];
-	enum kl_err err;
 
-	if (ftruncate(ac->tmp_fd, 0) != 0 || lseek(ac->tmp_fd, 0, SEEK_SET) != 0) {
-		fprintf(stderr, "aggcheck: temporary file: %s\n", strerror(errno));
+	if (objread_fetch(&ac->rd, ac->bucket, key, NULL) != 0)
 		return -1;
-	}
-	err = s3_get_object_to_fd(&ac->s3, ac->bucket, key, ac->tmp_fd, NULL, &info);
-	if (err) {
-		fprintf(stderr, "aggcheck: GetObject %s: %s\n", key,
-			kl_errinfo_format(err, &info, buf, sizeof(buf)));
-		return -1;
-	}
-	if (lseek(ac->tmp_fd, 0, SEEK_SET) != 0) {
-		fprintf(stderr, "aggcheck: temporary file: %s\n", strerror(errno));
-		return -1;
-	}
-	why = decode(ac, ac->tmp_fd, codec_of(key));
+	why = objread_decode(&ac->rd, objread_codec_of(key), &sink);
 	if (why) {
 		/* Its records cannot be counted: no verdict is possible. */
 		fprintf(stderr, "aggcheck: %s: %s\n", key, why);
@@ -433,33 +243,7 @@ static int read_object(struct aggcheck *ac, const char *key)
 
 static int count_s3(struct aggcheck *ac)
 {
-	struct s3_list_opts lo = { .prefix = ac->data_prefix };
-	char token[1024] = "";
-
-	do {
-		struct s3_list_result res;
-		struct kl_errinfo info = { 0 };
-		char buf[512];
-		enum kl_err err;
-		int rc = 0;
-
-		memset(&res, 0, sizeof(res));
-		lo.continuation_token = token[0] ? token : NULL;
-		err = s3_list_objects_v2(&ac->s3, ac->bucket, &lo, &res, &info);
-		if (err) {
-			fprintf(stderr, "aggcheck: ListObjectsV2 %s/%s: %s\n", ac->bucket, ac->data_prefix,
-				kl_errinfo_format(err, &info, buf, sizeof(buf)));
-			return -1;
-		}
-		for (size_t k = 0; k < res.n_entries && rc == 0; k++)
-			rc = read_object(ac, res.entries[k].key);
-		snprintf(token, sizeof(token), "%s",
-			 res.next_continuation_token ? res.next_continuation_token : "");
-		s3_list_result_done(&res);
-		if (rc)
-			return -1;
-	} while (token[0]);
-	return 0;
+	return objread_list(&ac->rd, ac->bucket, ac->data_prefix, read_object, ac);
 }
 
 /* ------------------------------------------------------------ DynamoDB */
@@ -787,50 +571,22 @@ static int parse_args(struct aggcheck *ac, int argc, char **argv)
 
 static int start(struct aggcheck *ac)
 {
-	struct creds_config cc = { 0 };
 	struct aws_client_config cfg = { 0 };
-	const char *tmpdir = getenv("TMPDIR");
-	char tmpl[4096];
 
-	cc.disable_imds = 1;
-	cc.region = ac->region;
-	if (http_global_init() != KL_OK) {
-		fprintf(stderr, "aggcheck: cannot set up HTTP\n");
+	if (objread_init(&ac->rd, "aggcheck", ac->s3_endpoint, ac->region) != 0)
 		return -1;
-	}
-	ac->http_ready = true;
-	if (creds_chain_new(&cc, &ac->creds) != KL_OK) {
-		fprintf(stderr, "aggcheck: cannot set up credentials\n");
-		return -1;
-	}
 	cfg.region = ac->region;
 	cfg.http.timeout_ms = 60000;
 	cfg.retry.max_attempts = 5;
-	cfg.service = "s3";
-	cfg.endpoint = ac->s3_endpoint;
-	if (aws_client_init(&ac->s3, &cfg, ac->creds) != KL_OK) {
-		fprintf(stderr, "aggcheck: cannot set up the S3 client for %s\n", ac->s3_endpoint);
-		return -1;
-	}
-	ac->s3_ready = true;
 	cfg.service = "dynamodb";
 	cfg.endpoint = ac->ddb_endpoint;
-	if (aws_client_init(&ac->ddb, &cfg, ac->creds) != KL_OK) {
+	if (aws_client_init(&ac->ddb, &cfg, ac->rd.creds) != KL_OK) {
 		fprintf(stderr, "aggcheck: cannot set up the DynamoDB client for %s\n",
 			ac->ddb_endpoint);
 		return -1;
 	}
 	ac->ddb_ready = true;
-	snprintf(tmpl, sizeof(tmpl), "%s/aggcheck.XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
-	ac->tmp_fd = mkstemp(tmpl);
-	if (ac->tmp_fd < 0) {
-		fprintf(stderr, "aggcheck: cannot create %s: %s\n", tmpl, strerror(errno));
-		return -1;
-	}
-	unlink(tmpl);
-	ac->tok = json_tokener_new();
-	ac->line = xrealloc(NULL, AC_LINE_MAX);
-	return ac->tok ? 0 : -1;
+	return 0;
 }
 
 static void aggcheck_done(struct aggcheck *ac)
@@ -838,23 +594,15 @@ static void aggcheck_done(struct aggcheck *ac)
 	for (size_t i = 0; i < ac->n_slots; i++)
 		free(ac->cells[i].key);
 	free(ac->cells);
-	free(ac->line);
-	if (ac->tok)
-		json_tokener_free(ac->tok);
-	if (ac->tmp_fd >= 0)
-		close(ac->tmp_fd);
-	if (ac->s3_ready)
-		aws_client_done(&ac->s3);
+	/* Before objread_done(): the client borrows its creds. */
 	if (ac->ddb_ready)
 		aws_client_done(&ac->ddb);
-	creds_chain_free(ac->creds);
-	if (ac->http_ready)
-		http_global_cleanup();
+	objread_done(&ac->rd);
 }
 
 int main(int argc, char **argv)
 {
-	struct aggcheck ac = { .tmp_fd = -1 };
+	struct aggcheck ac = { 0 };
 	int rc = parse_args(&ac, argc, argv);
 
 	if (rc != 0)

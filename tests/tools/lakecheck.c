@@ -15,8 +15,8 @@
  *
  * Invariants: memory grows with the number of manifest ids (one slot
  * each) and of objects (one key each), never with object sizes: objects
- * are downloaded to an unlinked temporary file and streamed through the
- * decompressor a buffer at a time; a line is capped at LC_LINE_MAX.
+ * are read through objread.c (an unlinked temporary file, streamed
+ * through the decompressor; a line is capped at OBJREAD_LINE_MAX).
  * Never installed; built for the tests that run it.
  *
  * Usage:
@@ -54,24 +54,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <json-c/json.h>
-#include <zlib.h>
-#ifdef HAVE_ZSTD
-#include <zstd.h>
-#endif
 
-#include "aws.h"
-#include "creds.h"
 #include "esn.h"
-#include "http.h"
+#include "objread.h"
 #include "s3.h"
 #include "util.h"
 
-#define LC_CHUNK (64 * 1024)           /* read and inflate buffers */
-#define LC_LINE_MAX ((size_t)8 << 20)  /* longest line (a base64 error record) */
 #define LC_MAX_MANIFESTS 64
 #define LC_REPORT_MAX 20               /* problems named on stderr per kind */
 #define LC_NONE UINT32_MAX
@@ -342,8 +332,6 @@ static struct order *ordtab_get(struct ordtab *t, uint64_t key)
 
 /* ------------------------------------------------------------ objects */
 
-enum lc_codec { LC_PLAIN = 0, LC_GZIP, LC_ZSTD };
-
 struct object {
 	char *key;
 	bool is_error;
@@ -377,13 +365,9 @@ struct lakecheck {
 	struct object *objs;
 	size_t n_objs, cap_objs;
 	struct figures fig;
-	json_tokener *tok;
 	unsigned reported[8];          /* problems named on stderr, by kind */
-	/* S3 */
-	struct creds_chain *creds;
-	struct aws_client s3;
-	bool http_ready, s3_ready;
-	int tmp_fd;
+	uint32_t cur;                  /* the object being read */
+	struct objread rd;             /* S3, the download, the line */
 };
 
 enum report_kind { R_DUP, R_MISSING, R_UNEXPECTED, R_ORDER, R_MISPLACED, R_KEY, R_OBJECT, R_LINE };
@@ -587,40 +571,29 @@ static bool starts_with(const char *s, const char *prefix)
 	return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+struct list_ctx {
+	struct lakecheck *lc;
+	const char *prefix, *other;
+	bool is_error;
+};
+
+static int list_one(void *arg, const char *key)
+{
+	const struct list_ctx *ctx = arg;
+
+	/* The other prefix lies under this one: its keys are its own. */
+	if (strlen(ctx->other) > strlen(ctx->prefix) && starts_with(key, ctx->other))
+		return 0;
+	add_object(ctx->lc, key, ctx->is_error);
+	return 0;
+}
+
 /* Lists prefix; keeps the keys whose longest matching prefix is it. */
 static int list_prefix(struct lakecheck *lc, const char *prefix, bool is_error)
 {
-	const char *other = is_error ? lc->data_prefix : lc->error_prefix;
-	char *token = NULL;
+	struct list_ctx ctx = { lc, prefix, is_error ? lc->data_prefix : lc->error_prefix, is_error };
 
-	do {
-		struct s3_list_opts lo = { .prefix = prefix, .continuation_token = token };
-		struct s3_list_result res = { 0 };
-		struct kl_errinfo info = { 0 };
-		char buf[512];
-		enum kl_err err = s3_list_objects_v2(&lc->s3, lc->bucket, &lo, &res, &info);
-
-		if (err) {
-			fprintf(stderr, "lakecheck: ListObjectsV2 %s/%s: %s\n", lc->bucket, prefix,
-				kl_errinfo_format(err, &info, buf, sizeof(buf)));
-			free(token);
-			return -1;
-		}
-		for (size_t i = 0; i < res.n_entries; i++) {
-			const char *key = res.entries[i].key;
-
-			/* The other prefix lies under this one: its keys are its own. */
-			if (strlen(other) > strlen(prefix) && starts_with(key, other))
-				continue;
-			add_object(lc, key, is_error);
-		}
-		free(token);
-		token = res.is_truncated && res.next_continuation_token
-				? xstrndup(res.next_continuation_token, strlen(res.next_continuation_token))
-				: NULL;
-		s3_list_result_done(&res);
-	} while (token);
-	return 0;
+	return objread_list(&lc->rd, lc->bucket, prefix, list_one, &ctx);
 }
 
 static void mark_bad_key(struct lakecheck *lc, struct object *o, const char *why)
@@ -742,26 +715,10 @@ static const char *jstr(json_object *o, const char *key)
 	return json_object_get_string(v);
 }
 
-/* Parses line[0..len) as one JSON object; NULL if it is not exactly that. */
-static json_object *parse_line(struct lakecheck *lc, const char *line, size_t len)
-{
-	json_object *o;
-
-	json_tokener_reset(lc->tok);
-	o = json_tokener_parse_ex(lc->tok, line, (int)len);
-	if (!o || json_tokener_get_error(lc->tok) != json_tokener_success ||
-	    (size_t)json_tokener_get_parse_end(lc->tok) != len ||
-	    !json_object_is_type(o, json_type_object)) {
-		json_object_put(o);
-		return NULL;
-	}
-	return o;
-}
-
 static void data_line(struct lakecheck *lc, uint32_t oi, const char *line, size_t len)
 {
 	struct object *ob = &lc->objs[oi];
-	json_object *o = parse_line(lc, line, len);
+	json_object *o = objread_parse_object(&lc->rd, line, len);
 	const char *id = o ? jstr(o, "event_id") : NULL;
 	size_t id_len = id ? strlen(id) : 0;
 
@@ -807,7 +764,7 @@ static const char *error_record_problem(const struct lakecheck *lc, json_object 
 static void error_line(struct lakecheck *lc, uint32_t oi, const char *line, size_t len)
 {
 	struct object *ob = &lc->objs[oi];
-	json_object *o = parse_line(lc, line, len);
+	json_object *o = objread_parse_object(&lc->rd, line, len);
 	const char *raw = o ? jstr(o, "rawData") : NULL, *id = NULL, *why;
 	uint8_t *data = NULL;
 	size_t data_len = 0, id_len = 0;
@@ -837,228 +794,43 @@ static void error_line(struct lakecheck *lc, uint32_t oi, const char *line, size
 
 /* ------------------------------------------------------------ objects */
 
-/* Splits decoded bytes into lines; one per object, reset in between. */
-struct liner {
-	char *buf;
-	size_t len, cap;
-	bool too_long;
-};
-
-static void liner_line(struct lakecheck *lc, uint32_t oi, const char *line, size_t len)
+static void object_line(void *arg, const char *line, size_t len)
 {
-	if (lc->objs[oi].is_error)
-		error_line(lc, oi, line, len);
+	struct lakecheck *lc = arg;
+
+	if (len == 0)
+		return;
+	if (lc->objs[lc->cur].is_error)
+		error_line(lc, lc->cur, line, len);
 	else
-		data_line(lc, oi, line, len);
+		data_line(lc, lc->cur, line, len);
 }
 
-static void liner_feed(struct lakecheck *lc, uint32_t oi, struct liner *ln, const char *p, size_t n)
+static void object_line_too_long(void *arg)
 {
-	while (n) {
-		const char *nl = memchr(p, '\n', n);
-		size_t take = nl ? (size_t)(nl - p) : n;
+	struct lakecheck *lc = arg;
 
-		if (!ln->too_long) {
-			if (ln->len + take > LC_LINE_MAX) {
-				ln->too_long = true;
-				lc->fig.bad_lines++;
-				problem(lc, R_LINE, "%s: a line longer than %zu bytes", lc->objs[oi].key,
-					LC_LINE_MAX);
-			} else {
-				if (ln->len + take + 1 > ln->cap) {
-					ln->cap = (ln->len + take + 1) * 2;
-					ln->buf = xrealloc(ln->buf, ln->cap);
-				}
-				memcpy(ln->buf + ln->len, p, take);
-				ln->len += take;
-			}
-		}
-		if (!nl)
-			return;
-		if (!ln->too_long && ln->len) {
-			ln->buf[ln->len] = '\0';
-			liner_line(lc, oi, ln->buf, ln->len);
-		}
-		ln->len = 0;
-		ln->too_long = false;
-		p = nl + 1;
-		n -= take + 1;
-	}
-}
-
-static void liner_end(struct lakecheck *lc, uint32_t oi, struct liner *ln)
-{
-	if (!ln->too_long && ln->len) {
-		ln->buf[ln->len] = '\0';
-		liner_line(lc, oi, ln->buf, ln->len);
-	}
-	ln->len = 0;
-	ln->too_long = false;
-}
-
-static enum lc_codec codec_of(const char *key)
-{
-	size_t n = strlen(key);
-
-	if (n > 3 && strcmp(key + n - 3, ".gz") == 0)
-		return LC_GZIP;
-	if (n > 4 && strcmp(key + n - 4, ".zst") == 0)
-		return LC_ZSTD;
-	return LC_PLAIN;
-}
-
-/* Streams fd (size bytes) through the codec into the liner. NULL or why not. */
-static const char *decode_object(struct lakecheck *lc, uint32_t oi, int fd, enum lc_codec codec,
-				 struct liner *ln)
-{
-	static unsigned char in[LC_CHUNK], out[LC_CHUNK];
-	const char *why = NULL;
-	bool ended = codec == LC_PLAIN;
-	z_stream z;
-#ifdef HAVE_ZSTD
-	ZSTD_DStream *zd = NULL;
-	size_t zret = 1;
-#endif
-	ssize_t got;
-
-	memset(&z, 0, sizeof(z));
-	if (codec == LC_GZIP && inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
-		return "zlib cannot start";
-#ifdef HAVE_ZSTD
-	if (codec == LC_ZSTD) {
-		zd = ZSTD_createDStream();
-		if (!zd || ZSTD_isError(ZSTD_initDStream(zd))) {
-			ZSTD_freeDStream(zd);
-			return "zstd cannot start";
-		}
-	}
-#else
-	if (codec == LC_ZSTD)
-		return "a .zst object, and lakecheck is built without zstd";
-#endif
-	while (!why && (got = read(fd, in, sizeof(in))) != 0) {
-		if (got < 0) {
-			if (errno == EINTR)
-				continue;
-			why = "cannot read the downloaded object";
-			break;
-		}
-		if (codec == LC_PLAIN) {
-			liner_feed(lc, oi, ln, (const char *)in, (size_t)got);
-			continue;
-		}
-		if (codec == LC_GZIP) {
-			z.next_in = in;
-			z.avail_in = (uInt)got;
-			while (!why && z.avail_in) {
-				int zr;
-
-				if (ended) {
-					/* Another gzip member after the first: allowed by
-					 * the format, so read it too. */
-					if (inflateReset(&z) != Z_OK)
-						why = "zlib reset failed";
-					ended = false;
-				}
-				z.next_out = out;
-				z.avail_out = sizeof(out);
-				zr = inflate(&z, Z_NO_FLUSH);
-				/* Input and output space were both there: anything but
-				 * progress is a broken stream. */
-				if (zr != Z_OK && zr != Z_STREAM_END)
-					why = "not valid gzip";
-				liner_feed(lc, oi, ln, (const char *)out, sizeof(out) - z.avail_out);
-				if (zr == Z_STREAM_END)
-					ended = true;
-			}
-			continue;
-		}
-#ifdef HAVE_ZSTD
-		{
-			ZSTD_inBuffer zin = { in, (size_t)got, 0 };
-
-			while (!why && zin.pos < zin.size) {
-				ZSTD_outBuffer zout = { out, sizeof(out), 0 };
-
-				zret = ZSTD_decompressStream(zd, &zout, &zin);
-				if (ZSTD_isError(zret))
-					why = "not valid zstd";
-				else
-					liner_feed(lc, oi, ln, (const char *)out, zout.pos);
-			}
-			/* Flush what the frame still holds. */
-			while (!why && zret != 0) {
-				ZSTD_outBuffer zout = { out, sizeof(out), 0 };
-				ZSTD_inBuffer none = { in, 0, 0 };
-
-				zret = ZSTD_decompressStream(zd, &zout, &none);
-				if (ZSTD_isError(zret))
-					why = "not valid zstd";
-				else if (zout.pos == 0)
-					break;
-				else
-					liner_feed(lc, oi, ln, (const char *)out, zout.pos);
-			}
-			ended = zret == 0;
-		}
-#endif
-	}
-	if (codec == LC_GZIP) {
-		/* Drain what inflate still holds after the last input. */
-		while (!why && !ended) {
-			int zr;
-
-			z.next_out = out;
-			z.avail_out = sizeof(out);
-			zr = inflate(&z, Z_NO_FLUSH);
-			liner_feed(lc, oi, ln, (const char *)out, sizeof(out) - z.avail_out);
-			if (zr == Z_STREAM_END)
-				ended = true;
-			else if (zr != Z_OK || z.avail_out == sizeof(out))
-				break;
-		}
-		inflateEnd(&z);
-	}
-#ifdef HAVE_ZSTD
-	ZSTD_freeDStream(zd);
-#endif
-	if (!why && !ended)
-		why = codec == LC_GZIP ? "gzip stream cut short" : "zstd frame cut short";
-	if (!why)
-		liner_end(lc, oi, ln);
-	return why;
+	lc->fig.bad_lines++;
+	problem(lc, R_LINE, "%s: a line longer than %zu bytes", lc->objs[lc->cur].key,
+		OBJREAD_LINE_MAX);
 }
 
 /* Downloads object oi into the temporary file and checks it. -1: give up. */
-static int check_object(struct lakecheck *lc, uint32_t oi, struct liner *ln)
+static int check_object(struct lakecheck *lc, uint32_t oi)
 {
+	const struct objread_sink sink = { object_line, object_line_too_long, lc };
 	struct object *o = &lc->objs[oi];
 	struct s3_object_info meta = { 0 };
-	struct kl_errinfo info = { 0 };
-	enum lc_codec codec = codec_of(o->key);
-	const char *want = codec == LC_GZIP ? "gzip" : codec == LC_ZSTD ? "zstd" : NULL;
+	enum objread_codec codec = objread_codec_of(o->key);
+	const char *want = codec == OBJREAD_GZIP ? "gzip" : codec == OBJREAD_ZSTD ? "zstd" : NULL;
 	const char *why;
-	char buf[512];
-	enum kl_err err;
 
 	if (lc->have_re && regexec(&lc->re, o->key, 0, NULL, 0) != 0)
 		mark_bad_key(lc, o, "does not match --key-regex");
 	if (!o->has_range)
 		mark_bad_key(lc, o, "no ESN range in the object name");
-	if (ftruncate(lc->tmp_fd, 0) != 0 || lseek(lc->tmp_fd, 0, SEEK_SET) != 0) {
-		fprintf(stderr, "lakecheck: temporary file: %s\n", strerror(errno));
+	if (objread_fetch(&lc->rd, lc->bucket, o->key, &meta) != 0)
 		return -1;
-	}
-	err = s3_get_object_to_fd(&lc->s3, lc->bucket, o->key, lc->tmp_fd, &meta, &info);
-	if (err == KL_ENOTFOUND) {
-		fprintf(stderr, "lakecheck: %s vanished while being checked; run again\n", o->key);
-		return -1;
-	}
-	if (err) {
-		fprintf(stderr, "lakecheck: GetObject %s: %s\n", o->key,
-			kl_errinfo_format(err, &info, buf, sizeof(buf)));
-		return -1;
-	}
 	if ((want || meta.content_encoding) &&
 	    (!want || !meta.content_encoding || strcmp(want, meta.content_encoding) != 0)) {
 		lc->fig.bad_objects++;
@@ -1066,16 +838,11 @@ static int check_object(struct lakecheck *lc, uint32_t oi, struct liner *ln)
 			meta.content_encoding ? meta.content_encoding : "");
 	}
 	s3_object_info_done(&meta);
-	if (lseek(lc->tmp_fd, 0, SEEK_SET) != 0) {
-		fprintf(stderr, "lakecheck: temporary file: %s\n", strerror(errno));
-		return -1;
-	}
-	why = decode_object(lc, oi, lc->tmp_fd, codec, ln);
+	lc->cur = oi;
+	why = objread_decode(&lc->rd, codec, &sink);
 	if (why) {
 		lc->fig.bad_objects++;
 		problem(lc, R_OBJECT, "%s: %s", o->key, why);
-		ln->len = 0;
-		ln->too_long = false;
 	}
 	if (o->records == 0 && !why) {
 		lc->fig.bad_objects++;
@@ -1248,44 +1015,6 @@ static int parse_args(struct lakecheck *lc, int argc, char **argv)
 	return 0;
 }
 
-static int s3_start(struct lakecheck *lc)
-{
-	struct creds_config cc = { 0 };
-	struct aws_client_config ac = { 0 };
-	const char *tmpdir = getenv("TMPDIR");
-	char tmpl[4096];
-
-	cc.disable_imds = 1;
-	cc.region = lc->region;
-	if (http_global_init() != KL_OK) {
-		fprintf(stderr, "lakecheck: cannot set up HTTP\n");
-		return -1;
-	}
-	lc->http_ready = true;
-	if (creds_chain_new(&cc, &lc->creds) != KL_OK) {
-		fprintf(stderr, "lakecheck: cannot set up credentials\n");
-		return -1;
-	}
-	ac.service = "s3";
-	ac.region = lc->region;
-	ac.endpoint = lc->endpoint;
-	ac.http.timeout_ms = 60000;
-	ac.retry.max_attempts = 5;
-	if (aws_client_init(&lc->s3, &ac, lc->creds) != KL_OK) {
-		fprintf(stderr, "lakecheck: cannot set up the S3 client for %s\n", lc->endpoint);
-		return -1;
-	}
-	lc->s3_ready = true;
-	snprintf(tmpl, sizeof(tmpl), "%s/lakecheck.XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
-	lc->tmp_fd = mkstemp(tmpl);
-	if (lc->tmp_fd < 0) {
-		fprintf(stderr, "lakecheck: cannot create %s: %s\n", tmpl, strerror(errno));
-		return -1;
-	}
-	unlink(tmpl);
-	return 0;
-}
-
 static void lakecheck_done(struct lakecheck *lc)
 {
 	idtab_done(&lc->ids);
@@ -1296,30 +1025,20 @@ static void lakecheck_done(struct lakecheck *lc)
 	for (size_t i = 0; i < lc->n_objs; i++)
 		free(lc->objs[i].key);
 	free(lc->objs);
-	if (lc->tok)
-		json_tokener_free(lc->tok);
 	if (lc->have_re)
 		regfree(&lc->re);
-	if (lc->tmp_fd >= 0)
-		close(lc->tmp_fd);
-	if (lc->s3_ready)
-		aws_client_done(&lc->s3);
-	creds_chain_free(lc->creds);
-	if (lc->http_ready)
-		http_global_cleanup();
+	objread_done(&lc->rd);
 }
 
 static int run(struct lakecheck *lc)
 {
-	struct liner ln = { 0 };
 	uint32_t group = LC_NONE;
 	int rc = 0;
 
 	for (int i = 0; i < lc->n_manifests; i++)
 		if (load_manifest(lc, lc->manifests[i]) != 0)
 			return 2;
-	lc->tok = json_tokener_new();
-	if (!lc->tok || s3_start(lc) != 0)
+	if (objread_init(&lc->rd, "lakecheck", lc->endpoint, lc->region) != 0)
 		return 2;
 	if (list_prefix(lc, lc->data_prefix, false) != 0 || list_prefix(lc, lc->error_prefix, true) != 0)
 		return 2;
@@ -1344,10 +1063,9 @@ static int run(struct lakecheck *lc)
 			lc->fig.error_objects++;
 		else
 			lc->fig.data_objects++;
-		if (check_object(lc, (uint32_t)i, &ln) != 0)
+		if (check_object(lc, (uint32_t)i) != 0)
 			rc = 2;
 	}
-	free(ln.buf);
 	if (rc)
 		return rc;
 	count_overlaps(lc);
@@ -1368,7 +1086,7 @@ static int run(struct lakecheck *lc)
 
 int main(int argc, char **argv)
 {
-	struct lakecheck lc = { .tmp_fd = -1 };
+	struct lakecheck lc = { 0 };
 	int rc = parse_args(&lc, argc, argv);
 
 	if (rc != 0) {
