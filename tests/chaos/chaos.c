@@ -45,7 +45,6 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -59,6 +58,7 @@
 #include "faultctl.h"
 #include "http.h"
 #include "kinesis.h"
+#include "proc.h"
 #include "s3.h"
 #include "util.h"
 
@@ -292,48 +292,25 @@ static void on_fatal_signal(int sig)
 }
 
 /*
- * Forks and execs argv in its own process group, dying with us. stdout
- * goes to out_fd (-1: /dev/null), stderr to err_path (NULL: /dev/null,
- * appended). Returns the pid (registered for the cleanup).
+ * Starts argv (tests/proc.c) in its own process group, dying with us,
+ * default signals, stdin from /dev/null. stdout goes to out_fd (-1:
+ * /dev/null), stderr to err_path (NULL: /dev/null, appended). Returns the
+ * pid (registered for the cleanup).
  */
 static pid_t spawn(char *const argv[], int out_fd, const char *err_path)
 {
-	pid_t parent = getpid(), pid;
+	struct tp_child c = {
+		.flags = TP_OWN_GROUP | TP_DIE_WITH_PARENT | TP_DEFAULT_SIGNALS | TP_STDIN_NULL,
+		.out_fd = out_fd,
+		.out_path = out_fd >= 0 ? NULL : "/dev/null",
+		.err_path = err_path ? err_path : "/dev/null",
+	};
+	pid_t pid = tp_spawn(argv, &c);
 
-	fflush(NULL);
-	pid = fork();
 	if (pid < 0) {
 		say("fork: %s", strerror(errno));
 		return -1;
 	}
-	if (pid == 0) {
-		int null_fd = open("/dev/null", O_RDWR);
-		int err_fd = err_path ? open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0644) : -1;
-
-		setpgid(0, 0);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		signal(SIGINT, SIG_DFL);
-		signal(SIGTERM, SIG_DFL);
-		signal(SIGHUP, SIG_DFL);
-		signal(SIGALRM, SIG_DFL);
-		unsetenv("HTTP_PROXY");
-		unsetenv("HTTPS_PROXY");
-		unsetenv("http_proxy");
-		unsetenv("https_proxy");
-		unsetenv("ALL_PROXY");
-		setenv("NO_PROXY", "127.0.0.1,localhost", 1);
-		unsetenv("NOTIFY_SOCKET");
-		unsetenv("WATCHDOG_USEC");
-		unsetenv("WATCHDOG_PID");
-		dup2(null_fd, 0);
-		dup2(out_fd >= 0 ? out_fd : null_fd, 1);
-		dup2(err_fd >= 0 ? err_fd : null_fd, 2);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	setpgid(pid, pid);   /* both sides: no race with a kill of the group */
 	child_add(pid);
 	return pid;
 }
@@ -435,24 +412,6 @@ static int run_kinlake(const char *const *args, char *out, size_t size, const ch
 
 /* ------------------------------------------------------------ files */
 
-static char *slurp(const char *path, size_t max, size_t *ret_len)
-{
-	FILE *f = fopen(path, "r");
-	char *buf;
-	size_t n;
-
-	if (!f)
-		return NULL;
-	buf = malloc(max + 1);
-	n = buf ? fread(buf, 1, max, f) : 0;
-	fclose(f);
-	if (buf)
-		buf[n] = '\0';
-	if (ret_len)
-		*ret_len = n;
-	return buf;
-}
-
 /* Prints the last lines of path to stderr. */
 static void print_tail(const char *path, int lines)
 {
@@ -497,20 +456,16 @@ static void log_path(int slot, int incarnation, char *out, size_t size)
 	snprintf(out, size, "%s/w%d-%d.log", fx.dir, slot, incarnation);
 }
 
-static const char plugin_block[] =
-	"plugin = { name = \"clickstream\"; search_path = \"%s/plugins/clickstream/.libs\";\n"
-	"  settings = { timestamp_field = \"ts\";\n"
-	"    required_fields = [ \"event_id\", \"session_id\", \"user_id\", \"action\", \"ts\" ]; }; };\n";
-
-/* Writes a config; endpoints NULL = the emulators themselves (monitor). */
+/* Writes a config (0600); endpoints NULL = the emulators themselves (monitor). */
 static bool write_conf(const char *path, const char *worker_id, const char *state_dir,
 		       const char *log, const char *const endpoints[NSVC])
 {
-	FILE *f = fopen(path, "w");
+	char log_line[700] = "";
 
-	if (!f)
-		return false;
-	fprintf(f,
+	if (log)
+		snprintf(log_line, sizeof(log_line), "log = { level = \"info\"; file = \"%s\"; };\n",
+			 log);
+	return tp_write_file(path,
 		"application = \"%s\";\n"
 		"worker_id = \"%s\";\n"
 		"stream = \"%s\";\n"
@@ -518,10 +473,10 @@ static bool write_conf(const char *path, const char *worker_id, const char *stat
 		"state_dir = \"%s\";\n"
 		"shutdown_grace_ms = %d;\n"
 		"lease = { failover_ms = %d; take_interval_ms = %d; shard_sync_interval_ms = 5000; };\n"
-		"consumer = { threads = 32; idle_ms = 200; get_records_limit = 2000; };\n",
-		fx.app, worker_id, fx.stream, state_dir, GRACE_MS, FAILOVER_MS, TAKE_MS);
-	fprintf(f, plugin_block, KL_TEST_BUILDDIR);
-	fprintf(f,
+		"consumer = { threads = 32; idle_ms = 200; get_records_limit = 2000; };\n"
+		"plugin = { name = \"clickstream\"; search_path = \"%s/plugins/clickstream/.libs\";\n"
+		"  settings = { timestamp_field = \"ts\";\n"
+		"    required_fields = [ \"event_id\", \"session_id\", \"user_id\", \"action\", \"ts\" ]; }; };\n"
 		"s3 = { bucket = \"%s\";\n"
 		"  prefix = \"data/dt=!{partitionKeyFromLambda:dt}/hour=!{partitionKeyFromLambda:hour}/\";\n"
 		"  error_prefix = \"errors/!{firehose:error-output-type}/dt=!{timestamp:yyyy-MM-dd}/\";\n"
@@ -534,15 +489,12 @@ static bool write_conf(const char *path, const char *worker_id, const char *stat
 		"http = { connect_timeout_ms = 1000; timeout_ms = 5000; };\n"
 		"retry = { max_attempts = 4; max_delay_ms = 1000; };\n"
 		"status = { lag_warn_ms = 120000; lag_crit_ms = 240000; unowned_crit_ms = 15000;\n"
-		"           intent_stuck_ms = 120000; };\n",
+		"           intent_stuck_ms = 120000; };\n"
+		"%s",
+		fx.app, worker_id, fx.stream, state_dir, GRACE_MS, FAILOVER_MS, TAKE_MS, KL_TEST_BUILDDIR,
 		fx.bucket, fx.compression, fx.buffer_records, fx.table, AGG_WINDOW_S, fx.key_id, fx.secret,
 		endpoints ? endpoints[0] : fx.kinesis,
-		endpoints ? endpoints[1] : fx.dynamodb, endpoints ? endpoints[2] : fx.s3);
-	if (log)
-		fprintf(f, "log = { level = \"info\"; file = \"%s\"; };\n", log);
-	fclose(f);
-	chmod(path, 0600);
-	return true;
+		endpoints ? endpoints[1] : fx.dynamodb, endpoints ? endpoints[2] : fx.s3, log_line) == 0;
 }
 
 /* ------------------------------------------------------------ workers */
@@ -933,7 +885,7 @@ static void check_pauses(void)
 		if (t->kind != TRACK_PAUSE || !t->resumed)
 			continue;
 		log_path(t->slot, t->incarnation, path, sizeof(path));
-		text = slurp(path, 64 << 20, NULL);
+		text = tp_read_file(path, 64 << 20, NULL);
 		/* From a little before the pause: the status it was judged by
 		 * may be a few seconds old on a loaded machine. */
 		iso_ms(t->wall0 - 10000, from, sizeof(from));
@@ -1511,7 +1463,7 @@ static void stop_producers(void)
 		}
 		fx.producer[k] = -1;
 		snprintf(path, sizeof(path), "%s/producer-%d.out", fx.dir, k);
-		text = slurp(path, 4096, NULL);
+		text = tp_read_file(path, 4096, NULL);
 		if (rc != 0 || !text || !strstr(text, "complete=yes"))
 			fail("producer %d: exit %d, %s", k, rc, text ? text : "(no summary)");
 		else

@@ -35,8 +35,10 @@
 #include "agg.h"
 #include "aws.h"
 #include "creds.h"
+#include "fixture.h"
 #include "ddb.h"
 #include "http.h"
+#include "proc.h"
 #include "s3.h"
 #include "testutil.h"
 #include "util.h"
@@ -75,7 +77,7 @@ struct aggfig {
 };
 
 static struct {
-	const char *kinesis, *dynamodb, *s3, *key_id, *secret;
+	struct tf_env env;
 	char bin[4096], aggcheck[4096], dir[512], bucket[64], app[64], stream[64], table[64],
 		manifest[600];
 	struct creds_chain *creds;
@@ -91,8 +93,7 @@ static void kill_all(void)
 {
 	for (int i = 0; i < MAX_PROCS; i++)
 		if (fx.p[i].pid > 0) {
-			kill(fx.p[i].pid, SIGKILL);
-			waitpid(fx.p[i].pid, NULL, 0);
+			tp_kill(fx.p[i].pid);
 			fx.p[i].pid = 0;
 		}
 }
@@ -104,50 +105,13 @@ static void on_fatal_signal(int sig)
 	raise(sig);
 }
 
-static void step(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void step(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "\n  [%" PRId64 "] ", kl_mono_ms() % 1000000);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-}
-
-static void fmt_err(const char *what, enum kl_err err, const struct kl_errinfo *info)
-{
-	char buf[768];
-
-	if (err)
-		fprintf(stderr, "\n  %s: %s\n", what, kl_errinfo_format(err, info, buf, sizeof(buf)));
-}
-
-static void child_env(void)
-{
-	unsetenv("HTTP_PROXY");
-	unsetenv("HTTPS_PROXY");
-	unsetenv("http_proxy");
-	unsetenv("https_proxy");
-	unsetenv("ALL_PROXY");
-	setenv("NO_PROXY", "127.0.0.1,localhost", 1);
-	setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
-	setenv("AWS_ACCESS_KEY_ID", fx.key_id, 1);
-	setenv("AWS_SECRET_ACCESS_KEY", fx.secret, 1);
-	unsetenv("AWS_SESSION_TOKEN");
-	unsetenv("NOTIFY_SOCKET");
-	unsetenv("WATCHDOG_USEC");
-}
-
 static void write_conf(const char *name)
 {
 	char path[600];
-	FILE *f;
+	int rc;
 
 	snprintf(path, sizeof(path), "%s/%s.conf", fx.dir, name);
-	f = fopen(path, "w");
-	CU_ASSERT_FATAL(f != NULL);
-	fprintf(f,
+	rc = tp_write_file(path,
 		"application = \"%s\";\n"
 		"worker_id = \"%s\";\n"
 		"stream = \"%s\";\n"
@@ -171,31 +135,20 @@ static void write_conf(const char *name)
 		"http = { connect_timeout_ms = 1000; timeout_ms = 10000; };\n"
 		"retry = { max_attempts = 4; base_delay_ms = 50; max_delay_ms = 1000; };\n"
 		"log = { level = \"info\"; file = \"%s/%s.log\"; };\n",
-		fx.app, name, fx.stream, fx.dir, name, KL_TEST_BUILDDIR, fx.bucket, fx.table, WINDOW_S, fx.key_id,
-		fx.secret, fx.kinesis, fx.dynamodb, fx.s3, fx.dir, name);
-	fclose(f);
-	chmod(path, 0600);
+		fx.app, name, fx.stream, fx.dir, name, KL_TEST_BUILDDIR, fx.bucket, fx.table, WINDOW_S, fx.env.key_id,
+		fx.env.secret, fx.env.kinesis, fx.env.dynamodb, fx.env.s3, fx.dir, name);
+	CU_ASSERT_FATAL(rc == 0);
 }
 
+/* Starts argv with stdout and stderr appended to out, the emulators' keys
+ * in its environment. */
 static pid_t spawn(char *const *argv, const char *out)
 {
-	pid_t pid;
+	struct tp_child c = { .out_path = out, .err_path = out, .aws_key_id = fx.env.key_id,
+			      .aws_secret = fx.env.secret };
+	pid_t pid = tp_spawn(argv, &c);
 
-	fflush(NULL);
-	pid = fork();
 	CU_ASSERT_FATAL(pid >= 0);
-	if (pid == 0) {
-		int fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0644);
-
-		child_env();
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-			close(fd);
-		}
-		execv(argv[0], argv);
-		_exit(127);
-	}
 	return pid;
 }
 
@@ -209,38 +162,31 @@ static void start(struct proc *p)
 	snprintf(out, sizeof(out), "%s/%s.out", fx.dir, p->name);
 	p->pid = spawn(argv, out);
 	p->starts++;
-	step("started %s (pid %ld, start %d)", p->name, (long)p->pid, p->starts);
+	tp_step("started %s (pid %ld, start %d)", p->name, (long)p->pid, p->starts);
 }
 
 static void kill9(struct proc *p)
 {
 	CU_ASSERT_FATAL(p->pid > 0);
-	kill(p->pid, SIGKILL);
-	waitpid(p->pid, NULL, 0);
+	tp_kill(p->pid);
 	p->pid = 0;
 	p->kills++;
-	step("SIGKILL %s (kill %d)", p->name, p->kills);
+	tp_step("SIGKILL %s (kill %d)", p->name, p->kills);
 }
 
 static void stop(struct proc *p)
 {
-	int64_t end = kl_mono_ms() + 30000;
 	int status = -1;
 
 	CU_ASSERT_FATAL(p->pid > 0);
 	kill(p->pid, SIGTERM);
-	while (kl_mono_ms() < end) {
-		if (waitpid(p->pid, &status, WNOHANG) == p->pid)
-			break;
-		kl_sleep_ms(50);
-	}
+	if (!tp_reap(p->pid, 30000, &status))
+		status = -1;
 	CU_ASSERT_TRUE(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	if (status < 0) {
-		kill(p->pid, SIGKILL);
-		waitpid(p->pid, NULL, 0);
-	}
+	if (status < 0)
+		tp_kill(p->pid);
 	p->pid = 0;
-	step("stopped %s", p->name);
+	tp_step("stopped %s", p->name);
 }
 
 /* A producer in the background: `kinlake demo produce` at a steady rate. */
@@ -297,7 +243,7 @@ static uint64_t count_s3(uint64_t *ret_dups)
 		memset(&res, 0, sizeof(res));
 		lo.continuation_token = token[0] ? token : NULL;
 		err = s3_list_objects_v2(&fx.s3c, fx.bucket, &lo, &res, &info);
-		fmt_err("ListObjectsV2", err, &info);
+		tf_report("ListObjectsV2", err, &info);
 		CU_ASSERT_FATAL(err == KL_OK);
 		for (size_t k = 0; k < res.n_entries; k++) {
 			char *body = NULL, *save = NULL;
@@ -305,7 +251,7 @@ static uint64_t count_s3(uint64_t *ret_dups)
 
 			err = s3_get_object(&fx.s3c, fx.bucket, res.entries[k].key, 64 << 20, &body, &len,
 					    NULL, &info);
-			fmt_err("GetObject", err, &info);
+			tf_report("GetObject", err, &info);
 			CU_ASSERT_FATAL(err == KL_OK);
 			for (char *line = strtok_r(body, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 				json_object *o = json_tokener_parse(line);
@@ -356,49 +302,24 @@ static long long jint(json_object *o, const char *key)
 static int aggcheck(struct aggfig *ret)
 {
 	char window[16], errpath[600], out[4096];
-	char *argv[] = { fx.aggcheck, "--s3-endpoint", (char *)fx.s3, "--bucket", fx.bucket,
-			 "--data-prefix", "data/", "--ddb-endpoint", (char *)fx.dynamodb,
+	char *argv[] = { fx.aggcheck, "--s3-endpoint", (char *)fx.env.s3, "--bucket", fx.bucket,
+			 "--data-prefix", "data/", "--ddb-endpoint", (char *)fx.env.dynamodb,
 			 "--table", fx.table, "--window-seconds", window, "--time-field", "ts",
 			 "--dimensions", "page, action", "--measures", "count, sum:price", "--json",
 			 NULL };
-	int p[2], status;
-	size_t used = 0;
-	ssize_t n;
-	pid_t pid;
+	struct tp_child c = { .err_path = errpath, .aws_key_id = fx.env.key_id,
+			      .aws_secret = fx.env.secret };
+	int fd;
 	json_object *o;
 
 	memset(ret, 0, sizeof(*ret));
 	snprintf(window, sizeof(window), "%d", WINDOW_S);
 	snprintf(errpath, sizeof(errpath), "%s/aggcheck.err", fx.dir);
-	CU_ASSERT_FATAL(pipe(p) == 0);
-	fflush(NULL);
-	pid = fork();
-	CU_ASSERT_FATAL(pid >= 0);
-	if (pid == 0) {
-		int fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);  /* this run's only */
-
-		child_env();
-		dup2(p[1], 1);
-		if (fd >= 0)
-			dup2(fd, 2);
-		close(p[0]);
-		close(p[1]);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	close(p[1]);
-	while (used + 1 < sizeof(out) && (n = read(p[0], out + used, sizeof(out) - 1 - used)) > 0)
-		used += (size_t)n;
-	{
-		char sink[4096];
-
-		while (read(p[0], sink, sizeof(sink)) > 0)
-			;
-	}
-	out[used] = '\0';
-	close(p[0]);
-	CU_ASSERT_FATAL(waitpid(pid, &status, 0) == pid);
-	ret->rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);  /* this run's only */
+	if (fd >= 0)
+		close(fd);
+	ret->rc = tp_run(argv, out, sizeof(out), &c);
+	CU_ASSERT_FATAL(ret->rc != -2);
 	o = json_tokener_parse(out);
 	if (!o) {
 		ret->rc = -1;       /* a verdict without figures is no verdict */
@@ -416,7 +337,7 @@ static int aggcheck(struct aggfig *ret)
 		ret->mismatches = jint(o, "mismatches");
 		json_object_put(o);
 	}
-	step("aggcheck exit %d: %lld objects, S3 %lld records in %lld cells (untimed %lld),"
+	tp_step("aggcheck exit %d: %lld objects, S3 %lld records in %lld cells (untimed %lld),"
 	     " DynamoDB %lld items, %lld records in %lld cells (late %lld, untimed %lld),"
 	     " %lld bad items, %lld mismatches (details in %s)", ret->rc, ret->objects,
 	     ret->s3_records, ret->s3_cells, ret->s3_untimed, ret->ddb_items, ret->ddb_records,
@@ -449,7 +370,7 @@ static void add_to_item(const char *pk, const char *attr, const char *dec)
 	wo.names = names;
 	wo.values = values;
 	err = ddb_update_item(&fx.ddbc, fx.table, key, "ADD #a :v", &wo, NULL, &info);
-	fmt_err("UpdateItem", err, &info);
+	tf_report("UpdateItem", err, &info);
 	CU_ASSERT_FATAL(err == KL_OK);
 	json_object_put(key);
 	json_object_put(names);
@@ -494,25 +415,15 @@ static uint64_t manifest_ok(void)
 
 static void test_setup(void)
 {
-	struct creds_config cc = { 0 };
-	struct aws_client_config ac = { 0 };
 	struct kl_errinfo info = { 0 };
-	const char *bin = getenv("KL_TEST_KINLAKE");
-	const char *emu = kl_test_env_or_skip("KL_TEST_EMU_DIR");
 	long tag = (long)getpid();
 	enum kl_err err;
 
-	fx.kinesis = kl_test_env_or_skip("KL_TEST_KINESIS_ENDPOINT");
-	fx.dynamodb = kl_test_env_or_skip("KL_TEST_DYNAMODB_ENDPOINT");
-	fx.s3 = kl_test_env_or_skip("KL_TEST_S3_ENDPOINT");
-	fx.key_id = kl_test_env_or_skip("KL_TEST_ACCESS_KEY_ID");
-	fx.secret = kl_test_env_or_skip("KL_TEST_SECRET_ACCESS_KEY");
-	snprintf(fx.bin, sizeof(fx.bin), "%s", bin && *bin ? bin : KL_TEST_BUILDDIR "/kinlake");
-	CU_ASSERT_FATAL(access(fx.bin, X_OK) == 0);
+	tf_env_read(&fx.env);
+	CU_ASSERT_FATAL(tf_program("KL_TEST_KINLAKE", KL_TEST_BUILDDIR "/kinlake", fx.bin, sizeof(fx.bin)));
 	snprintf(fx.aggcheck, sizeof(fx.aggcheck), "%s", KL_AGGCHECK_PATH);
 	CU_ASSERT_FATAL(access(fx.aggcheck, X_OK) == 0);
-	snprintf(fx.dir, sizeof(fx.dir), "%s/integ-agg-%ld", emu, tag);
-	CU_ASSERT_FATAL(mkdir(fx.dir, 0700) == 0);
+	CU_ASSERT_FATAL(tf_make_dir("integ-agg", fx.dir, sizeof(fx.dir)));
 	snprintf(fx.bucket, sizeof(fx.bucket), "kl-agg-%ld", tag);
 	snprintf(fx.app, sizeof(fx.app), "kl-agg-%ld-leases", tag);
 	snprintf(fx.stream, sizeof(fx.stream), "kl-agg-%ld", tag);
@@ -520,22 +431,11 @@ static void test_setup(void)
 	snprintf(fx.manifest, sizeof(fx.manifest), "%s/manifest.tsv", fx.dir);
 	fx.s3cells = calloc(MAX_CELLS, sizeof(*fx.s3cells));
 	CU_ASSERT_FATAL(fx.s3cells != NULL);
-	cc.access_key_id = fx.key_id;
-	cc.secret_access_key = fx.secret;
-	cc.disable_imds = 1;
-	CU_ASSERT_FATAL(http_global_init() == KL_OK);
-	CU_ASSERT_FATAL(creds_chain_new(&cc, &fx.creds) == KL_OK);
-	ac.region = "us-east-1";
-	ac.http.timeout_ms = 20000;
-	ac.retry.max_attempts = 3;
-	ac.service = "s3";
-	ac.endpoint = fx.s3;
-	CU_ASSERT_FATAL(aws_client_init(&fx.s3c, &ac, fx.creds) == KL_OK);
-	ac.service = "dynamodb";
-	ac.endpoint = fx.dynamodb;
-	CU_ASSERT_FATAL(aws_client_init(&fx.ddbc, &ac, fx.creds) == KL_OK);
+	CU_ASSERT_FATAL(tf_aws_init(&fx.creds) == KL_OK);
+	CU_ASSERT_FATAL(tf_client_init(&fx.s3c, "s3", fx.env.s3, fx.creds) == KL_OK);
+	CU_ASSERT_FATAL(tf_client_init(&fx.ddbc, "dynamodb", fx.env.dynamodb, fx.creds) == KL_OK);
 	err = s3_create_bucket(&fx.s3c, fx.bucket, &info);
-	fmt_err("CreateBucket", err, &info);
+	tf_report("CreateBucket", err, &info);
 	CU_ASSERT_FATAL(err == KL_OK);
 	snprintf(fx.p[0].name, sizeof(fx.p[0].name), "a");
 	snprintf(fx.p[1].name, sizeof(fx.p[1].name), "b");
@@ -552,7 +452,7 @@ static void test_counts_equal_s3_after_kills(void)
 	struct aggfig f;
 	int64_t end;
 
-	step("producing %d events at 200/s (pid %ld)", EVENTS, (long)producer);
+	tp_step("producing %d events at 200/s (pid %ld)", EVENTS, (long)producer);
 	kl_sleep_ms(2000);   /* --create-shards makes the stream first */
 	start(a);
 	start(b);
@@ -567,10 +467,10 @@ static void test_counts_equal_s3_after_kills(void)
 	kl_sleep_ms(500);
 	start(a);
 	CU_ASSERT_FATAL(waitpid(producer, &status, 0) == producer);
-	step("producer exited %d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	tp_step("producer exited %d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 	CU_ASSERT_FATAL(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	expected = manifest_ok();
-	step("%" PRIu64 " ok events expected in S3", expected);
+	tp_step("%" PRIu64 " ok events expected in S3", expected);
 
 	/* Drained: every ok event in S3 and no intent pending (so every batch
 	 * applied its aggregates and committed). Generous: the machine is shared. */
@@ -582,7 +482,7 @@ static void test_counts_equal_s3_after_kills(void)
 			break;
 		kl_sleep_ms(2000);
 	}
-	step("S3: %" PRIu64 " data records (%" PRIu64 " duplicates), %d intents pending", lines, dups,
+	tp_step("S3: %" PRIu64 " data records (%" PRIu64 " duplicates), %d intents pending", lines, dups,
 	     pending);
 	CU_ASSERT_EQUAL(lines, expected);
 	CU_ASSERT_EQUAL(dups, 0);
@@ -627,11 +527,11 @@ static void test_aggcheck_catches_breakage(void)
 
 	CU_ASSERT_FATAL(fx.drained);
 	err = ddb_scan_all(&fx.ddbc, fx.table, NULL, 0, &items, &info);
-	fmt_err("Scan", err, &info);
+	tf_report("Scan", err, &info);
 	CU_ASSERT_FATAL(err == KL_OK && json_object_array_length(items) > 0);
 	snprintf(pk, sizeof(pk), "%s", ddb_get_s(json_object_array_get_idx(items, 0), AGG_HASH_KEY));
 	json_object_put(items);
-	step("breaking item %s", pk);
+	tp_step("breaking item %s", pk);
 
 	add_to_item(pk, "count", "1");
 	CU_ASSERT_EQUAL(aggcheck(&f), 1);
@@ -669,8 +569,7 @@ int main(void)
 	kill_all();
 	aws_client_done(&fx.s3c);
 	aws_client_done(&fx.ddbc);
-	creds_chain_free(fx.creds);
 	free(fx.s3cells);
-	http_global_cleanup();
+	tf_aws_done(fx.creds);
 	return rc;
 }

@@ -27,8 +27,10 @@
 #include "athena_ddl.h"
 #include "aws.h"
 #include "creds.h"
+#include "fixture.h"
 #include "http.h"
 #include "kinesis.h"
+#include "proc.h"
 #include "s3.h"
 #include "testutil.h"
 #include "util.h"
@@ -41,7 +43,7 @@
 #define KEYS_MAX 4096
 
 static struct {
-	const char *kinesis, *dynamodb, *s3, *key_id, *secret;
+	struct tf_env env;
 	char bin[4096], dir[512], conf[600];
 	char app[64], stream[64], bucket[64];
 	struct creds_chain *creds;
@@ -54,8 +56,7 @@ static struct {
 static void kill_worker(void)
 {
 	if (fx.worker > 0) {
-		kill(fx.worker, SIGKILL);
-		waitpid(fx.worker, NULL, 0);
+		tp_kill(fx.worker);
 		fx.worker = 0;
 	}
 }
@@ -67,68 +68,28 @@ static void on_fatal_signal(int sig)
 	raise(sig);
 }
 
-static void fmt_err(const char *what, enum kl_err err, const struct kl_errinfo *info)
-{
-	char buf[768];
-
-	if (err)
-		fprintf(stderr, "\n  %s: %s\n", what, kl_errinfo_format(err, info, buf, sizeof(buf)));
-}
-
-static void child_env(void)
-{
-	unsetenv("HTTP_PROXY");
-	unsetenv("HTTPS_PROXY");
-	unsetenv("http_proxy");
-	unsetenv("https_proxy");
-	unsetenv("ALL_PROXY");
-	setenv("NO_PROXY", "127.0.0.1,localhost", 1);
-	unsetenv("NOTIFY_SOCKET");
-}
-
 /* Runs kinlake with args; stdout into out (stderr to the test's). Returns
  * the exit status. */
 static int run_kinlake(const char *const *args, char *out, size_t size)
 {
 	char *argv[24];
-	int p[2], argc = 0, status;
-	size_t used = 0;
-	ssize_t n;
-	pid_t pid;
+	int argc = 0, rc;
 
 	argv[argc++] = fx.bin;
 	for (; *args && argc < 23; args++)
 		argv[argc++] = (char *)*args;
 	argv[argc] = NULL;
-	CU_ASSERT_FATAL(pipe(p) == 0);
-	fflush(NULL);
-	pid = fork();
-	CU_ASSERT_FATAL(pid >= 0);
-	if (pid == 0) {
-		child_env();
-		dup2(p[1], 1);
-		close(p[0]);
-		close(p[1]);
-		execv(fx.bin, argv);
-		_exit(127);
-	}
-	close(p[1]);
-	while (used + 1 < size && (n = read(p[0], out + used, size - 1 - used)) > 0)
-		used += (size_t)n;
-	out[used] = '\0';
-	close(p[0]);
-	CU_ASSERT_FATAL(waitpid(pid, &status, 0) == pid);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	rc = tp_run(argv, out, size, NULL);
+	CU_ASSERT_FATAL(rc != -2);
+	return rc;
 }
 
 static void write_conf(void)
 {
-	FILE *f;
+	int rc;
 
 	snprintf(fx.conf, sizeof(fx.conf), "%s/w.conf", fx.dir);
-	f = fopen(fx.conf, "w");
-	CU_ASSERT_FATAL(f != NULL);
-	fprintf(f,
+	rc = tp_write_file(fx.conf,
 		"application = \"%s\";\n"
 		"worker_id = \"w1\";\n"
 		"stream = \"%s\";\n"
@@ -146,33 +107,21 @@ static void write_conf(void)
 		"endpoints = { kinesis = \"%s\"; dynamodb = \"%s\"; s3 = \"%s\"; };\n"
 		"http = { connect_timeout_ms = 2000; timeout_ms = 20000; };\n"
 		"log = { level = \"info\"; file = \"%s/w.log\"; };\n",
-		fx.app, fx.stream, fx.dir, KL_TEST_BUILDDIR, fx.bucket, fx.key_id, fx.secret,
-		fx.kinesis, fx.dynamodb, fx.s3, fx.dir);
-	fclose(f);
-	chmod(fx.conf, 0600);
+		fx.app, fx.stream, fx.dir, KL_TEST_BUILDDIR, fx.bucket, fx.env.key_id, fx.env.secret,
+		fx.env.kinesis, fx.env.dynamodb, fx.env.s3, fx.dir);
+	CU_ASSERT_FATAL(rc == 0);
 }
 
 static void start_worker(void)
 {
 	char out[600];
+	char *argv[] = { fx.bin, "run", "-c", fx.conf, NULL };
+	struct tp_child c = { .out_path = out, .err_path = out };
 	pid_t pid;
 
 	snprintf(out, sizeof(out), "%s/w.out", fx.dir);
-	fflush(NULL);
-	pid = fork();
+	pid = tp_spawn(argv, &c);
 	CU_ASSERT_FATAL(pid >= 0);
-	if (pid == 0) {
-		int fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0644);
-
-		child_env();
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-			close(fd);
-		}
-		execl(fx.bin, fx.bin, "run", "-c", fx.conf, (char *)NULL);
-		_exit(127);
-	}
 	fx.worker = pid;
 }
 
@@ -197,7 +146,7 @@ static void list_bucket(void)
 		memset(&res, 0, sizeof(res));
 		lo.continuation_token = token[0] ? token : NULL;
 		err = s3_list_objects_v2(&fx.s3c, fx.bucket, &lo, &res, &info);
-		fmt_err("ListObjectsV2", err, &info);
+		tf_report("ListObjectsV2", err, &info);
 		CU_ASSERT_EQUAL_FATAL(err, KL_OK);
 		for (size_t i = 0; i < res.n_entries && fx.n_keys < KEYS_MAX; i++)
 			fx.keys[fx.n_keys++] = strdup(res.entries[i].key);
@@ -221,50 +170,29 @@ static bool setup_done;
 
 static void test_setup(void)
 {
-	struct creds_config cc = { 0 };
-	struct aws_client_config ac = { 0 };
 	struct kl_errinfo info = { 0 };
-	const char *bin = getenv("KL_TEST_KINLAKE");
-	const char *emu = kl_test_env_or_skip("KL_TEST_EMU_DIR");
 	char out[4096], count[16];
 	const char *produce[] = { "demo", "produce", "--stream", fx.stream, "-c", fx.conf, "--count",
 				  count, "--seed", "77", "--malformed-pct", "5", "--quiet", NULL };
 	long tag = (long)getpid();
 	enum kl_err err;
 
-	fx.kinesis = kl_test_env_or_skip("KL_TEST_KINESIS_ENDPOINT");
-	fx.dynamodb = kl_test_env_or_skip("KL_TEST_DYNAMODB_ENDPOINT");
-	fx.s3 = kl_test_env_or_skip("KL_TEST_S3_ENDPOINT");
-	fx.key_id = kl_test_env_or_skip("KL_TEST_ACCESS_KEY_ID");
-	fx.secret = kl_test_env_or_skip("KL_TEST_SECRET_ACCESS_KEY");
-	snprintf(fx.bin, sizeof(fx.bin), "%s", bin && *bin ? bin : KL_TEST_BUILDDIR "/kinlake");
-	CU_ASSERT_FATAL(access(fx.bin, X_OK) == 0);
-	snprintf(fx.dir, sizeof(fx.dir), "%s/integ-athena-%ld", emu, tag);
-	CU_ASSERT_FATAL(mkdir(fx.dir, 0700) == 0);
+	tf_env_read(&fx.env);
+	CU_ASSERT_FATAL(tf_program("KL_TEST_KINLAKE", KL_TEST_BUILDDIR "/kinlake", fx.bin, sizeof(fx.bin)));
+	CU_ASSERT_FATAL(tf_make_dir("integ-athena", fx.dir, sizeof(fx.dir)));
 	snprintf(fx.app, sizeof(fx.app), "kl-athena-%ld", tag);
 	snprintf(fx.stream, sizeof(fx.stream), "kl-athena-%ld", tag);
 	snprintf(fx.bucket, sizeof(fx.bucket), "kl-athena-%ld", tag);
-	cc.access_key_id = fx.key_id;
-	cc.secret_access_key = fx.secret;
-	cc.disable_imds = 1;
-	CU_ASSERT_FATAL(http_global_init() == KL_OK);
-	CU_ASSERT_FATAL(creds_chain_new(&cc, &fx.creds) == KL_OK);
-	ac.region = "us-east-1";
-	ac.http.timeout_ms = 20000;
-	ac.retry.max_attempts = 3;
-	ac.service = "kinesis";
-	ac.endpoint = fx.kinesis;
-	CU_ASSERT_FATAL(aws_client_init(&fx.kc, &ac, fx.creds) == KL_OK);
-	ac.service = "s3";
-	ac.endpoint = fx.s3;
-	CU_ASSERT_FATAL(aws_client_init(&fx.s3c, &ac, fx.creds) == KL_OK);
+	CU_ASSERT_FATAL(tf_aws_init(&fx.creds) == KL_OK);
+	CU_ASSERT_FATAL(tf_client_init(&fx.kc, "kinesis", fx.env.kinesis, fx.creds) == KL_OK);
+	CU_ASSERT_FATAL(tf_client_init(&fx.s3c, "s3", fx.env.s3, fx.creds) == KL_OK);
 	err = kinesis_create_stream(&fx.kc, fx.stream, 2, &info);
-	fmt_err("CreateStream", err, &info);
+	tf_report("CreateStream", err, &info);
 	CU_ASSERT_FATAL(err == KL_OK);
 	err = kinesis_wait_active(&fx.kc, fx.stream, 30000, NULL, &info);
 	CU_ASSERT_FATAL(err == KL_OK);
 	err = s3_create_bucket(&fx.s3c, fx.bucket, &info);
-	fmt_err("CreateBucket", err, &info);
+	tf_report("CreateBucket", err, &info);
 	CU_ASSERT_FATAL(err == KL_OK);
 	write_conf();
 	snprintf(count, sizeof(count), "%d", EVENTS);
@@ -375,7 +303,6 @@ int main(void)
 		aws_client_done(&fx.kc);
 		aws_client_done(&fx.s3c);
 	}
-	creds_chain_free(fx.creds);
-	http_global_cleanup();
+	tf_aws_done(fx.creds);
 	return rc;
 }

@@ -33,6 +33,7 @@
 #include "consumer.h"
 #include "consumer_kinesis.h"
 #include "creds.h"
+#include "fixture.h"
 #include "http.h"
 #include "kinesis.h"
 #include "kpl.h"
@@ -63,36 +64,12 @@ static struct {
 
 /* ------------------------------------------------------------ helpers */
 
-static void fmt_err(const char *what, enum kl_err err, const struct kl_errinfo *info)
-{
-	char buf[768];
-
-	if (err)
-		fprintf(stderr, "\n  %s: %s\n", what, kl_errinfo_format(err, info, buf, sizeof(buf)));
-}
-
+/* TF_CHECK_OK, with info cleared first */
 #define CHECK_OK(call)                                 \
 	do {                                           \
-		struct kl_errinfo *info_ = &info;      \
-		enum kl_err e_;                        \
-		kl_errinfo_clear(info_);               \
-		e_ = (call);                           \
-		fmt_err(#call, e_, info_);             \
-		CU_ASSERT_EQUAL_FATAL(e_, KL_OK);      \
+		kl_errinfo_clear(&info);               \
+		TF_CHECK_OK(call);                     \
 	} while (0)
-
-static enum kl_err client_init(struct aws_client *c)
-{
-	struct aws_client_config ac;
-
-	memset(&ac, 0, sizeof(ac));
-	ac.service = "kinesis";
-	ac.region = "us-east-1";
-	ac.endpoint = fx.endpoint;
-	ac.http.timeout_ms = 20000;
-	ac.retry.max_attempts = 3;
-	return aws_client_init(c, &ac, fx.creds);
-}
 
 /* ------------------------------------------------------------ the collecting sink */
 
@@ -332,7 +309,8 @@ static void fleet_start(struct fleet *f, const char *stream)
 	memset(f, 0, sizeof(*f));
 	f->stream = stream;
 	atomic_init(&f->stop, false);
-	CU_ASSERT_EQUAL_FATAL(client_init(&f->coord_client), KL_OK);
+	CU_ASSERT_EQUAL_FATAL(tf_client_init(&f->coord_client, "kinesis", fx.endpoint, fx.creds),
+			      KL_OK);
 	f->table = lease_mem_table_new();
 	CU_ASSERT_PTR_NOT_NULL_FATAL(f->table);
 	lease_clock_real(&clock);
@@ -374,7 +352,7 @@ static void fleet_dispatch(struct fleet *f)
 		snprintf(s->key, sizeof(s->key), "%s", g[i].key);
 		s->token = g[i].token;
 		atomic_init(&s->finished, false);
-		CU_ASSERT_EQUAL_FATAL(client_init(&s->client), KL_OK);
+		CU_ASSERT_EQUAL_FATAL(tf_client_init(&s->client, "kinesis", fx.endpoint, fx.creds), KL_OK);
 		memset(&deps, 0, sizeof(deps));
 		CU_ASSERT_EQUAL_FATAL(consumer_kinesis_aws(&s->kc, &s->client, f->stream, &deps.kinesis),
 				      KL_OK);
@@ -915,23 +893,17 @@ int main(void)
 		KL_TEST(test_split_during_consumption),
 		{ NULL, NULL },
 	};
-	struct creds_config cc;
 	int rc;
 
 	fx.endpoint = kl_test_env_or_skip("KL_TEST_KINESIS_ENDPOINT");
-	memset(&cc, 0, sizeof(cc));
-	cc.access_key_id = kl_test_env_or_skip("KL_TEST_ACCESS_KEY_ID");
-	cc.secret_access_key = kl_test_env_or_skip("KL_TEST_SECRET_ACCESS_KEY");
-	cc.disable_imds = 1;
-	if (http_global_init() != KL_OK || creds_chain_new(&cc, &fx.creds) != KL_OK ||
-	    client_init(&fx.c) != KL_OK || stage_plugin() != 0)
+	if (tf_aws_init(&fx.creds) != KL_OK ||
+	    tf_client_init(&fx.c, "kinesis", fx.endpoint, fx.creds) != KL_OK || stage_plugin() != 0)
 		return 1;
 	rc = kl_test_run("integ_consumer", tests);
 	xform_plugin_free(fx.plugin);
 	unlink(fx.plugin_path);
 	rmdir(fx.tmpdir);
 	aws_client_done(&fx.c);
-	creds_chain_free(fx.creds);
-	http_global_cleanup();
+	tf_aws_done(fx.creds);
 	return rc;
 }

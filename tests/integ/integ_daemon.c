@@ -42,8 +42,10 @@
 
 #include "aws.h"
 #include "creds.h"
+#include "fixture.h"
 #include "http.h"
 #include "kinesis.h"
+#include "proc.h"
 #include "promcheck.h"
 #include "s3.h"
 #include "testutil.h"
@@ -64,7 +66,7 @@ struct worker_proc {
 };
 
 static struct {
-	const char *kinesis, *dynamodb, *s3, *key_id, *secret;
+	struct tf_env env;
 	char bin[4096];
 	char dir[512];
 	char app[64], stream[64], bucket[64];
@@ -83,8 +85,7 @@ static void kill_all(void)
 {
 	for (int i = 0; i < MAX_WORKERS; i++)
 		if (fx.w[i].pid > 0) {
-			kill(fx.w[i].pid, SIGKILL);
-			waitpid(fx.w[i].pid, NULL, 0);
+			tp_kill(fx.w[i].pid);
 			fx.w[i].pid = 0;
 		}
 }
@@ -94,32 +95,6 @@ static void on_fatal_signal(int sig)
 	kill_all();
 	signal(sig, SIG_DFL);
 	raise(sig);
-}
-
-/* A progress line with the wall-clock time, to line up with the logs. */
-static void step(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void step(const char *fmt, ...)
-{
-	int64_t now = kl_wall_ms();
-	time_t secs = (time_t)(now / 1000);
-	struct tm tm;
-	char when[32];
-	va_list ap;
-
-	gmtime_r(&secs, &tm);
-	strftime(when, sizeof(when), "%H:%M:%S", &tm);
-	fprintf(stderr, "\n  [%s.%03d] ", when, (int)(now % 1000));
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-}
-
-static void fmt_err(const char *what, enum kl_err err, const struct kl_errinfo *info)
-{
-	char buf[768];
-
-	if (err)
-		fprintf(stderr, "\n  %s: %s\n", what, kl_errinfo_format(err, info, buf, sizeof(buf)));
 }
 
 /* ------------------------------------------------------------ config files */
@@ -132,12 +107,10 @@ static void conf_path(const char *name, char *out, size_t size)
 static void write_conf(const char *name, int threads)
 {
 	char path[600];
-	FILE *f;
+	int rc;
 
 	conf_path(name, path, sizeof(path));
-	f = fopen(path, "w");
-	CU_ASSERT_FATAL(f != NULL);
-	fprintf(f,
+	rc = tp_write_file(path,
 		"application = \"%s\";\n"
 		"worker_id = \"%s\";\n"
 		"stream = \"%s\";\n"
@@ -157,30 +130,18 @@ static void write_conf(const char *name, int threads)
 		"metrics = { file = \"%s/%s.prom\"; interval_ms = 1000; };\n"
 		"status = { lag_warn_ms = 60000; lag_crit_ms = 120000; unowned_crit_ms = 6000;\n"
 		"           intent_stuck_ms = 60000; };\n",
-		fx.app, name, fx.stream, fx.dir, name, threads, KL_TEST_BUILDDIR, fx.bucket, fx.key_id,
-		fx.secret, fx.kinesis, fx.dynamodb, fx.s3, fx.dir, name, fx.dir, name);
-	fclose(f);
-	chmod(path, 0600);
+		fx.app, name, fx.stream, fx.dir, name, threads, KL_TEST_BUILDDIR, fx.bucket, fx.env.key_id,
+		fx.env.secret, fx.env.kinesis, fx.env.dynamodb, fx.env.s3, fx.dir, name, fx.dir, name);
+	CU_ASSERT_FATAL(rc == 0);
 }
 
 /* ------------------------------------------------------------ processes */
 
-static void child_env(void)
-{
-	unsetenv("HTTP_PROXY");
-	unsetenv("HTTPS_PROXY");
-	unsetenv("http_proxy");
-	unsetenv("https_proxy");
-	unsetenv("ALL_PROXY");
-	setenv("NO_PROXY", "127.0.0.1,localhost", 1);
-	unsetenv("NOTIFY_SOCKET");
-	unsetenv("WATCHDOG_USEC");
-	unsetenv("WATCHDOG_PID");
-}
-
 static struct worker_proc *start_worker(const char *name, bool notify)
 {
 	char conf[600], out[600];
+	char *argv[] = { fx.bin, "run", "-c", conf, NULL };
+	struct tp_child c = { .out_path = out, .err_path = out };
 	struct worker_proc *wp = NULL;
 	pid_t pid;
 
@@ -190,28 +151,15 @@ static struct worker_proc *start_worker(const char *name, bool notify)
 	CU_ASSERT_FATAL(wp != NULL);
 	conf_path(name, conf, sizeof(conf));
 	snprintf(out, sizeof(out), "%s/%s.out", fx.dir, name);
-	fflush(NULL);
-	pid = fork();
-	CU_ASSERT_FATAL(pid >= 0);
-	if (pid == 0) {
-		int fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0644);
-
-		child_env();
-		if (notify) {
-			setenv("NOTIFY_SOCKET", fx.notify_name, 1);
-			setenv("WATCHDOG_USEC", "600000", 1);
-		}
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-			close(fd);
-		}
-		execl(fx.bin, fx.bin, "run", "-c", conf, (char *)NULL);
-		_exit(127);
+	if (notify) {
+		c.notify_socket = fx.notify_name;
+		c.watchdog_usec = "600000";
 	}
+	pid = tp_spawn(argv, &c);
+	CU_ASSERT_FATAL(pid >= 0);
 	snprintf(wp->name, sizeof(wp->name), "%s", name);
 	wp->pid = pid;
-	step("started %s (pid %ld)", name, (long)pid);
+	tp_step("started %s (pid %ld)", name, (long)pid);
 	return wp;
 }
 
@@ -221,12 +169,13 @@ static void notify_drain(void);
 static void signal_worker(struct worker_proc *wp, int sig)
 {
 	CU_ASSERT_FATAL(wp->pid > 0);
-	step("%s %s (pid %ld)", sig == SIGKILL ? "SIGKILL" : sig == SIGTERM ? "SIGTERM" : "SIGHUP",
+	tp_step("%s %s (pid %ld)", sig == SIGKILL ? "SIGKILL" : sig == SIGTERM ? "SIGTERM" : "SIGHUP",
 	     wp->name, (long)wp->pid);
-	kill(wp->pid, sig);
 	if (sig == SIGKILL) {
-		waitpid(wp->pid, NULL, 0);
+		tp_kill(wp->pid);
 		wp->pid = 0;
+	} else {
+		kill(wp->pid, sig);
 	}
 }
 
@@ -238,11 +187,9 @@ static int wait_worker(struct worker_proc *wp, int64_t ms)
 	int status;
 
 	while (kl_mono_ms() < end) {
-		pid_t r = waitpid(wp->pid, &status, WNOHANG);
-
-		if (r == wp->pid) {
+		if (tp_reap(wp->pid, 0, &status)) {
 			wp->pid = 0;
-			return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+			return tp_exit_code(status);
 		}
 		notify_drain();
 		kl_sleep_ms(20);
@@ -254,38 +201,16 @@ static int wait_worker(struct worker_proc *wp, int64_t ms)
 static int run_kinlake(const char *const *args, char *out, size_t size)
 {
 	char *argv[16];
-	int p[2], argc = 0, status;
-	size_t used = 0;
-	ssize_t n;
-	pid_t pid;
+	struct tp_child c = { .err_path = "/dev/null" };
+	int argc = 0, rc;
 
 	argv[argc++] = fx.bin;
 	for (; *args && argc < 15; args++)
 		argv[argc++] = (char *)*args;
 	argv[argc] = NULL;
-	CU_ASSERT_FATAL(pipe(p) == 0);
-	fflush(NULL);
-	pid = fork();
-	CU_ASSERT_FATAL(pid >= 0);
-	if (pid == 0) {
-		int devnull = open("/dev/null", O_WRONLY);
-
-		child_env();
-		dup2(p[1], 1);
-		if (devnull >= 0)
-			dup2(devnull, 2);
-		close(p[0]);
-		close(p[1]);
-		execv(fx.bin, argv);
-		_exit(127);
-	}
-	close(p[1]);
-	while (used + 1 < size && (n = read(p[0], out + used, size - 1 - used)) > 0)
-		used += (size_t)n;
-	out[used] = '\0';
-	close(p[0]);
-	CU_ASSERT_FATAL(waitpid(pid, &status, 0) == pid);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	rc = tp_run(argv, out, size, &c);
+	CU_ASSERT_FATAL(rc != -2);
+	return rc;
 }
 
 /* ------------------------------------------------------------ status */
@@ -358,7 +283,6 @@ static void status_of(const char *name, struct fleet *f)
 }
 
 static double sample_sum(const char *text, const char *metric);
-static char *read_file(const char *path, size_t *ret_len);
 
 /* Polls status until pred holds or ms pass; returns the elapsed ms or -1. */
 static int64_t poll_status(const char *name, bool (*pred)(const struct fleet *, void *), void *arg,
@@ -444,7 +368,7 @@ static void count_in_s3(int *counts, int total, int *ret_objects)
 		memset(&res, 0, sizeof(res));
 		lo.continuation_token = token[0] ? token : NULL;
 		err = s3_list_objects_v2(&fx.s3c, fx.bucket, &lo, &res, &info);
-		fmt_err("ListObjectsV2", err, &info);
+		tf_report("ListObjectsV2", err, &info);
 		CU_ASSERT_EQUAL_FATAL(err, KL_OK);
 		for (size_t i = 0; i < res.n_entries; i++) {
 			char *data = NULL;
@@ -452,7 +376,7 @@ static void count_in_s3(int *counts, int total, int *ret_objects)
 
 			err = s3_get_object(&fx.s3c, fx.bucket, res.entries[i].key, 64 << 20, &data, &len,
 					    NULL, &info);
-			fmt_err("GetObject", err, &info);
+			tf_report("GetObject", err, &info);
 			CU_ASSERT_EQUAL_FATAL(err, KL_OK);
 			objects++;
 			for (const char *p = data; (p = strstr(p, needle)) != NULL; p++) {
@@ -507,9 +431,9 @@ static int produce(int from, int count)
 	snprintf(sfrom, sizeof(sfrom), "%d", from);
 	snprintf(scount, sizeof(scount), "%d", count);
 	snprintf(seed, sizeof(seed), "%d", SEED);
-	step("producing %d records from id %d", count, from);
+	tp_step("producing %d records from id %d", count, from);
 	rc = run_kinlake(args, out, sizeof(out));
-	step("produced (exit %d)", rc);
+	tp_step("produced (exit %d)", rc);
 	return rc;
 }
 
@@ -568,47 +492,26 @@ static bool setup_done;
 
 static void test_setup(void)
 {
-	struct creds_config cc = { 0 };
-	struct aws_client_config ac = { 0 };
 	struct kl_errinfo info = { 0 };
-	const char *bin = getenv("KL_TEST_KINLAKE");
-	const char *emu = kl_test_env_or_skip("KL_TEST_EMU_DIR");
 	enum kl_err err;
 	long tag = (long)getpid();
 
-	fx.kinesis = kl_test_env_or_skip("KL_TEST_KINESIS_ENDPOINT");
-	fx.dynamodb = kl_test_env_or_skip("KL_TEST_DYNAMODB_ENDPOINT");
-	fx.s3 = kl_test_env_or_skip("KL_TEST_S3_ENDPOINT");
-	fx.key_id = kl_test_env_or_skip("KL_TEST_ACCESS_KEY_ID");
-	fx.secret = kl_test_env_or_skip("KL_TEST_SECRET_ACCESS_KEY");
-	snprintf(fx.bin, sizeof(fx.bin), "%s", bin && *bin ? bin : KL_TEST_BUILDDIR "/kinlake");
-	CU_ASSERT_FATAL(access(fx.bin, X_OK) == 0);
-	snprintf(fx.dir, sizeof(fx.dir), "%s/integ-daemon-%ld", emu, tag);
-	CU_ASSERT_FATAL(mkdir(fx.dir, 0700) == 0);
+	tf_env_read(&fx.env);
+	CU_ASSERT_FATAL(tf_program("KL_TEST_KINLAKE", KL_TEST_BUILDDIR "/kinlake", fx.bin, sizeof(fx.bin)));
+	CU_ASSERT_FATAL(tf_make_dir("integ-daemon", fx.dir, sizeof(fx.dir)));
 	snprintf(fx.app, sizeof(fx.app), "kl-daemon-%ld", tag);
 	snprintf(fx.stream, sizeof(fx.stream), "kl-daemon-%ld", tag);
 	snprintf(fx.bucket, sizeof(fx.bucket), "kl-daemon-%ld", tag);
-	cc.access_key_id = fx.key_id;
-	cc.secret_access_key = fx.secret;
-	cc.disable_imds = 1;
-	CU_ASSERT_FATAL(http_global_init() == KL_OK);
-	CU_ASSERT_FATAL(creds_chain_new(&cc, &fx.creds) == KL_OK);
-	ac.region = "us-east-1";
-	ac.http.timeout_ms = 20000;
-	ac.retry.max_attempts = 3;
-	ac.service = "kinesis";
-	ac.endpoint = fx.kinesis;
-	CU_ASSERT_FATAL(aws_client_init(&fx.kc, &ac, fx.creds) == KL_OK);
-	ac.service = "s3";
-	ac.endpoint = fx.s3;
-	CU_ASSERT_FATAL(aws_client_init(&fx.s3c, &ac, fx.creds) == KL_OK);
+	CU_ASSERT_FATAL(tf_aws_init(&fx.creds) == KL_OK);
+	CU_ASSERT_FATAL(tf_client_init(&fx.kc, "kinesis", fx.env.kinesis, fx.creds) == KL_OK);
+	CU_ASSERT_FATAL(tf_client_init(&fx.s3c, "s3", fx.env.s3, fx.creds) == KL_OK);
 	err = kinesis_create_stream(&fx.kc, fx.stream, 4, &info);
-	fmt_err("CreateStream", err, &info);
+	tf_report("CreateStream", err, &info);
 	CU_ASSERT_FATAL(err == KL_OK);
 	err = kinesis_wait_active(&fx.kc, fx.stream, 30000, NULL, &info);
 	CU_ASSERT_FATAL(err == KL_OK);
 	err = s3_create_bucket(&fx.s3c, fx.bucket, &info);
-	fmt_err("CreateBucket", err, &info);
+	tf_report("CreateBucket", err, &info);
 	CU_ASSERT_FATAL(err == KL_OK);
 	write_conf("w1", 2);
 	write_conf("w2", 2);
@@ -667,23 +570,6 @@ static double sample_sum(const char *text, const char *metric)
 	return sum;
 }
 
-static char *read_file(const char *path, size_t *ret_len)
-{
-	FILE *f = fopen(path, "r");
-	char *buf;
-	size_t n;
-
-	if (!f)
-		return NULL;
-	buf = calloc(1, 4 << 20);
-	n = buf ? fread(buf, 1, (4 << 20) - 1, f) : 0;
-	fclose(f);
-	if (buf)
-		buf[n] = '\0';
-	*ret_len = n;
-	return buf;
-}
-
 static void test_metrics_files(void)
 {
 	double records_in = 0;
@@ -699,7 +585,7 @@ static void test_metrics_files(void)
 		char *text;
 
 		snprintf(path, sizeof(path), "%s/%s.prom", fx.dir, wp->name);
-		text = read_file(path, &len);
+		text = tp_read_file(path, (4 << 20) - 1, &len);
 		CU_ASSERT_FATAL(text != NULL);
 		if (!promcheck_run(&pc, text, len))
 			fprintf(stderr, "\n  %s: %s\n", path, pc.error);
@@ -731,7 +617,7 @@ static void test_sighup_reopens_log(void)
 	signal_worker(W1, SIGHUP);
 	for (int i = 0; i < 50; i++) {
 		free(text);
-		text = read_file(log, &len);
+		text = tp_read_file(log, (4 << 20) - 1, &len);
 		if (text && strstr(text, "log file reopened"))
 			break;
 		kl_sleep_ms(100);
@@ -754,7 +640,7 @@ static void test_kill9_then_takeover(void)
 	fx.to_warning_ms = poll_status("w2", pred_rc, &one, 10000, &f);
 	CU_ASSERT_FATAL(fx.to_warning_ms >= 0);
 	fx.to_warning_ms = kl_mono_ms() - t0;
-	step("status 1: %d expired, %d active: %s", f.expired, f.active, f.summary);
+	tp_step("status 1: %d expired, %d active: %s", f.expired, f.active, f.summary);
 	CU_ASSERT(f.expired >= 1);
 	CU_ASSERT_EQUAL(f.expired + f.active, 4);
 	fleet_done(&f);
@@ -803,13 +689,13 @@ static void test_sigterm_hands_over(void)
 	CU_ASSERT_EQUAL(rc, 0);
 	CU_ASSERT_TRUE(notify_has("STOPPING=1"));
 	snprintf(path, sizeof(path), "%s/w2.log", fx.dir);
-	log = read_file(path, &len);
+	log = tp_read_file(path, (4 << 20) - 1, &len);
 	CU_ASSERT_FATAL(log != NULL);
 	CU_ASSERT_PTR_NOT_NULL(strstr(log, "kinlake: SIGTERM: stopping"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(log, "released"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(log, "kinlake: worker 'w2' stopped"));
 	/* One line per event, module first; never a secret. */
-	CU_ASSERT_PTR_NULL(strstr(log, fx.secret));
+	CU_ASSERT_PTR_NULL(strstr(log, fx.env.secret));
 	free(log);
 	/* Handover means "within a few seconds", not after the failover. */
 	CU_ASSERT(fx.handover_ms < 10000);
@@ -833,7 +719,7 @@ static void test_kill9_and_restart(void)
 	snprintf(path, sizeof(path), "%s/w3.prom", fx.dir);
 	while (!running && kl_mono_ms() - t0 < 30000) {
 		size_t len;
-		char *text = read_file(path, &len);
+		char *text = tp_read_file(path, (4 << 20) - 1, &len);
 
 		running = text && sample_sum(text, "kinlake_start_time_seconds") * 1000 >= (double)kill_wall &&
 			  sample_sum(text, "kinlake_leases_processing") == 4;
@@ -901,7 +787,6 @@ int main(void)
 		close(fx.notify_fd);
 	aws_client_done(&fx.kc);
 	aws_client_done(&fx.s3c);
-	creds_chain_free(fx.creds);
-	http_global_cleanup();
+	tf_aws_done(fx.creds);
 	return rc;
 }

@@ -17,6 +17,7 @@
 
 #include "aws.h"
 #include "creds.h"
+#include "fixture.h"
 #include "ddb.h"
 #include "http.h"
 #include "testutil.h"
@@ -31,39 +32,12 @@ static struct {
 	char scan_table[64];      /* for the paging tests */
 } fx;
 
-static void fmt_err(const char *what, enum kl_err err, const struct kl_errinfo *info)
-{
-	char buf[768];
-
-	if (err)
-		fprintf(stderr, "\n  %s: %s\n", what, kl_errinfo_format(err, info, buf, sizeof(buf)));
-}
-
-#define CHECK_OK(call)                                 \
-	do {                                           \
-		struct kl_errinfo *info_ = &info;      \
-		enum kl_err e_ = (call);               \
-		fmt_err(#call, e_, info_);             \
-		CU_ASSERT_EQUAL_FATAL(e_, KL_OK);      \
-	} while (0)
-
 static int setup(void)
 {
 	const char *endpoint = kl_test_env_or_skip("KL_TEST_DYNAMODB_ENDPOINT");
-	struct creds_config cc = { 0 };
-	struct aws_client_config ac = { 0 };
 
-	cc.access_key_id = kl_test_env_or_skip("KL_TEST_ACCESS_KEY_ID");
-	cc.secret_access_key = kl_test_env_or_skip("KL_TEST_SECRET_ACCESS_KEY");
-	cc.disable_imds = 1;
-	if (http_global_init() != KL_OK || creds_chain_new(&cc, &fx.creds) != KL_OK)
-		return -1;
-	ac.service = "dynamodb";
-	ac.region = "us-east-1";
-	ac.endpoint = endpoint;
-	ac.http.timeout_ms = 20000;
-	ac.retry.max_attempts = 3;
-	if (aws_client_init(&fx.c, &ac, fx.creds) != KL_OK)
+	if (tf_aws_init(&fx.creds) != KL_OK ||
+	    tf_client_init(&fx.c, "dynamodb", endpoint, fx.creds) != KL_OK)
 		return -1;
 	snprintf(fx.table, sizeof(fx.table), "kl-leases-%ld-%" PRId64, (long)getpid(), kl_mono_ms());
 	snprintf(fx.scan_table, sizeof(fx.scan_table), "kl-scan-%ld-%" PRId64, (long)getpid(),
@@ -74,8 +48,7 @@ static int setup(void)
 static void teardown(void)
 {
 	aws_client_done(&fx.c);
-	creds_chain_free(fx.creds);
-	http_global_cleanup();
+	tf_aws_done(fx.creds);
 }
 
 /* A fresh lease-shaped item; the caller puts it. */
@@ -97,10 +70,10 @@ static void test_tables(void)
 	struct ddb_table_desc d;
 	struct kl_errinfo info;
 
-	CHECK_OK(ddb_create_table(&fx.c, fx.table, "leaseKey", "S", &info));
+	TF_CHECK_OK(ddb_create_table(&fx.c, fx.table, "leaseKey", "S", &info));
 	CU_ASSERT_EQUAL(ddb_create_table(&fx.c, fx.table, "leaseKey", "S", &info), KL_EEXISTS);
 	CU_ASSERT_STRING_EQUAL(info.aws_code, "ResourceInUseException");
-	CHECK_OK(ddb_wait_table_active(&fx.c, fx.table, 30000, &d, &info));
+	TF_CHECK_OK(ddb_wait_table_active(&fx.c, fx.table, 30000, &d, &info));
 	CU_ASSERT_EQUAL(d.status, DDB_TABLE_ACTIVE);
 	CU_ASSERT_STRING_EQUAL(d.table_name, fx.table);
 	CU_ASSERT_STRING_EQUAL(d.hash_key, "leaseKey");
@@ -110,7 +83,7 @@ static void test_tables(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(d.table_arn, fx.table));
 
 	memset(&d, 0, sizeof(d));
-	CHECK_OK(ddb_describe_table(&fx.c, fx.table, &d, &info));
+	TF_CHECK_OK(ddb_describe_table(&fx.c, fx.table, &d, &info));
 	CU_ASSERT_EQUAL(d.status, DDB_TABLE_ACTIVE);
 	CU_ASSERT_EQUAL(d.item_count, 0);
 
@@ -120,8 +93,8 @@ static void test_tables(void)
 			KL_ENOTFOUND);
 	CU_ASSERT_EQUAL(ddb_create_table(&fx.c, "x", "k", "S", &info), KL_EINVAL);
 
-	CHECK_OK(ddb_create_table(&fx.c, fx.scan_table, "id", "N", &info));
-	CHECK_OK(ddb_wait_table_active(&fx.c, fx.scan_table, 30000, &d, &info));
+	TF_CHECK_OK(ddb_create_table(&fx.c, fx.scan_table, "id", "N", &info));
+	TF_CHECK_OK(ddb_wait_table_active(&fx.c, fx.scan_table, 30000, &d, &info));
 	CU_ASSERT_STRING_EQUAL(d.hash_key_type, "N");
 }
 
@@ -152,11 +125,11 @@ static void test_put_get_types(void)
 	CU_ASSERT_EQUAL(ddb_set(item, "nothing", ddb_null()), KL_OK);
 	CU_ASSERT_EQUAL(ddb_set(item, "meta", ddb_m(map)), KL_OK);
 	CU_ASSERT_EQUAL(ddb_set(item, "list", ddb_l(list)), KL_OK);
-	CHECK_OK(ddb_put_item(&fx.c, fx.table, item, NULL, NULL, &info));
+	TF_CHECK_OK(ddb_put_item(&fx.c, fx.table, item, NULL, NULL, &info));
 	json_object_put(item);
 
 	key = ddb_key_s("leaseKey", "types");
-	CHECK_OK(ddb_get_item(&fx.c, fx.table, key, true, &got, &info));
+	TF_CHECK_OK(ddb_get_item(&fx.c, fx.table, key, true, &got, &info));
 	CU_ASSERT_PTR_NOT_NULL_FATAL(got);
 	CU_ASSERT_STRING_EQUAL(ddb_get_s(got, "leaseOwner"), "host-a");
 	CU_ASSERT_EQUAL(ddb_get_n_i64(got, "leaseCounter", &v), KL_OK);
@@ -182,13 +155,13 @@ static void test_put_get_types(void)
 	got = NULL;
 
 	/* Not consistent, same answer here; a missing item is KL_OK + NULL. */
-	CHECK_OK(ddb_get_item(&fx.c, fx.table, key, false, &got, &info));
+	TF_CHECK_OK(ddb_get_item(&fx.c, fx.table, key, false, &got, &info));
 	CU_ASSERT_PTR_NOT_NULL(got);
 	json_object_put(got);
 	json_object_put(key);
 	key = ddb_key_s("leaseKey", "absent");
 	got = (json_object *)&info;
-	CHECK_OK(ddb_get_item(&fx.c, fx.table, key, true, &got, &info));
+	TF_CHECK_OK(ddb_get_item(&fx.c, fx.table, key, true, &got, &info));
 	CU_ASSERT_PTR_NULL(got);
 	CU_ASSERT_EQUAL(ddb_get_item(&fx.c, "kl-no-such-table", key, true, &got, &info),
 			KL_ENOTFOUND);
@@ -213,7 +186,7 @@ static void test_conditional_put(void)
 	ddb_set(names, "#k", json_object_new_string("leaseKey"));
 	w.condition = "attribute_not_exists(#k)";
 	w.names = names;
-	CHECK_OK(ddb_put_item(&fx.c, fx.table, item, &w, NULL, &info));
+	TF_CHECK_OK(ddb_put_item(&fx.c, fx.table, item, &w, NULL, &info));
 	/* The lease exists now: a second create conflicts. */
 	err = ddb_put_item(&fx.c, fx.table, item, &w, NULL, &info);
 	CU_ASSERT_EQUAL(err, KL_ECONFLICT);
@@ -227,7 +200,7 @@ static void test_conditional_put(void)
 	w.condition = NULL;
 	w.names = NULL;
 	w.return_values = DDB_RETURN_ALL_OLD;
-	CHECK_OK(ddb_put_item(&fx.c, fx.table, item, &w, &old, &info));
+	TF_CHECK_OK(ddb_put_item(&fx.c, fx.table, item, &w, &old, &info));
 	CU_ASSERT_PTR_NOT_NULL_FATAL(old);
 	CU_ASSERT_STRING_EQUAL(ddb_get_s(old, "leaseOwner"), "host-a");
 	json_object_put(old);
@@ -251,7 +224,7 @@ static void test_conditional_update(void)
 	ddb_set(extra, ":m", ddb_m(json_object_new_object()));
 	ddb_set(extra, ":big", ddb_n(N38));
 	w.values = extra;
-	CHECK_OK(ddb_update_item(&fx.c, fx.table, key, "SET kclFutureAttr = :f, kclMap = :m, big = :big",
+	TF_CHECK_OK(ddb_update_item(&fx.c, fx.table, key, "SET kclFutureAttr = :f, kclMap = :m, big = :big",
 				 &w, NULL, &info));
 	json_object_put(extra);
 
@@ -264,7 +237,7 @@ static void test_conditional_update(void)
 	w.names = names;
 	w.values = values;
 	w.return_values = DDB_RETURN_ALL_NEW;
-	CHECK_OK(ddb_update_item(&fx.c, fx.table, key, "SET #c = #c + :one", &w, &attrs, &info));
+	TF_CHECK_OK(ddb_update_item(&fx.c, fx.table, key, "SET #c = #c + :one", &w, &attrs, &info));
 	CU_ASSERT_PTR_NOT_NULL_FATAL(attrs);
 	CU_ASSERT_EQUAL(ddb_get_n_i64(attrs, "leaseCounter", &counter), KL_OK);
 	CU_ASSERT_EQUAL(counter, 1);
@@ -284,7 +257,7 @@ static void test_conditional_update(void)
 	ddb_set(values, ":o", ddb_s("host-c"));
 	ddb_set(values, ":cp", ddb_s("49590338271490256608559692538361571095921575989136588898"));
 	w.return_values = DDB_RETURN_UPDATED_NEW;
-	CHECK_OK(ddb_update_item(&fx.c, fx.table, key,
+	TF_CHECK_OK(ddb_update_item(&fx.c, fx.table, key,
 				 "SET #c = #c + :one, leaseOwner = :o, checkpoint = :cp", &w, &attrs,
 				 &info));
 	CU_ASSERT_PTR_NOT_NULL_FATAL(attrs);
@@ -296,12 +269,12 @@ static void test_conditional_update(void)
 	/* UPDATED_OLD / REMOVE; then the unknown attributes are all still there. */
 	memset(&w, 0, sizeof(w));
 	w.return_values = DDB_RETURN_UPDATED_OLD;
-	CHECK_OK(ddb_update_item(&fx.c, fx.table, key, "REMOVE checkpoint", &w, &attrs, &info));
+	TF_CHECK_OK(ddb_update_item(&fx.c, fx.table, key, "REMOVE checkpoint", &w, &attrs, &info));
 	CU_ASSERT_STRING_EQUAL(ddb_get_s(attrs, "checkpoint"),
 			       "49590338271490256608559692538361571095921575989136588898");
 	json_object_put(attrs);
 
-	CHECK_OK(ddb_get_item(&fx.c, fx.table, key, true, &got, &info));
+	TF_CHECK_OK(ddb_get_item(&fx.c, fx.table, key, true, &got, &info));
 	CU_ASSERT_PTR_NOT_NULL_FATAL(got);
 	CU_ASSERT_STRING_EQUAL(ddb_get_s(got, "kclFutureAttr"), "from-the-future");
 	CU_ASSERT_PTR_NOT_NULL(ddb_get_m(got, "kclMap"));
@@ -313,10 +286,10 @@ static void test_conditional_update(void)
 
 	/* A read-modify-write of the whole item keeps them too. */
 	ddb_set(got, "leaseOwner", ddb_s("host-d"));
-	CHECK_OK(ddb_put_item(&fx.c, fx.table, got, NULL, NULL, &info));
+	TF_CHECK_OK(ddb_put_item(&fx.c, fx.table, got, NULL, NULL, &info));
 	json_object_put(got);
 	got = NULL;
-	CHECK_OK(ddb_get_item(&fx.c, fx.table, key, true, &got, &info));
+	TF_CHECK_OK(ddb_get_item(&fx.c, fx.table, key, true, &got, &info));
 	CU_ASSERT_STRING_EQUAL(ddb_get_s(got, "kclFutureAttr"), "from-the-future");
 	CU_ASSERT_STRING_EQUAL(ddb_get_s(got, "leaseOwner"), "host-d");
 	json_object_put(got);
@@ -345,14 +318,14 @@ static void test_conditional_delete(void)
 	CU_ASSERT_EQUAL(ddb_delete_item(&fx.c, fx.table, key, &w, &old, &info), KL_ECONFLICT);
 	CU_ASSERT_PTR_NULL(old);
 	ddb_set(values, ":o", ddb_s("host-d"));
-	CHECK_OK(ddb_delete_item(&fx.c, fx.table, key, &w, &old, &info));
+	TF_CHECK_OK(ddb_delete_item(&fx.c, fx.table, key, &w, &old, &info));
 	CU_ASSERT_PTR_NOT_NULL_FATAL(old);
 	CU_ASSERT_STRING_EQUAL(ddb_get_s(old, "kclFutureAttr"), "from-the-future");
 	json_object_put(old);
-	CHECK_OK(ddb_get_item(&fx.c, fx.table, key, true, &got, &info));
+	TF_CHECK_OK(ddb_get_item(&fx.c, fx.table, key, true, &got, &info));
 	CU_ASSERT_PTR_NULL(got);
 	/* Deleting what is not there, unconditionally, is fine. */
-	CHECK_OK(ddb_delete_item(&fx.c, fx.table, key, NULL, NULL, &info));
+	TF_CHECK_OK(ddb_delete_item(&fx.c, fx.table, key, NULL, NULL, &info));
 	json_object_put(values);
 	json_object_put(key);
 }
@@ -371,7 +344,7 @@ static void test_scan_pages(void)
 		json_object *item = json_object_new_object();
 		ddb_set(item, "id", ddb_n_i64(i));
 		ddb_set(item, "grp", ddb_s(i % 3 == 0 ? "three" : "other"));
-		CHECK_OK(ddb_put_item(&fx.c, fx.scan_table, item, NULL, NULL, &info));
+		TF_CHECK_OK(ddb_put_item(&fx.c, fx.scan_table, item, NULL, NULL, &info));
 		json_object_put(item);
 	}
 
@@ -382,7 +355,7 @@ static void test_scan_pages(void)
 		struct ddb_scan_page page;
 		size_t n;
 
-		CHECK_OK(ddb_scan(&fx.c, fx.scan_table, &o, &page, &info));
+		TF_CHECK_OK(ddb_scan(&fx.c, fx.scan_table, &o, &page, &info));
 		ddb_scan_page_done(&prev);
 		pages++;
 		n = json_object_array_length(page.items);
@@ -418,7 +391,7 @@ static void test_scan_all(void)
 	struct kl_errinfo info;
 
 	o.limit = 4;
-	CHECK_OK(ddb_scan_all(&fx.c, fx.scan_table, &o, 0, &items, &info));
+	TF_CHECK_OK(ddb_scan_all(&fx.c, fx.scan_table, &o, 0, &items, &info));
 	CU_ASSERT_EQUAL(json_object_array_length(items), SCAN_ITEMS);
 	json_object_put(items);
 	items = NULL;
@@ -434,7 +407,7 @@ static void test_scan_all(void)
 	o.filter = "#g = :g";
 	o.names = names;
 	o.values = values;
-	CHECK_OK(ddb_scan_all(&fx.c, fx.scan_table, &o, 0, &items, &info));
+	TF_CHECK_OK(ddb_scan_all(&fx.c, fx.scan_table, &o, 0, &items, &info));
 	CU_ASSERT_EQUAL(json_object_array_length(items), (SCAN_ITEMS + 2) / 3);
 	for (size_t i = 0; i < json_object_array_length(items); i++)
 		CU_ASSERT_STRING_EQUAL(ddb_get_s(json_object_array_get_idx(items, i), "grp"), "three");
@@ -445,7 +418,7 @@ static void test_scan_all(void)
 	struct ddb_scan_page page;
 	o.limit = 1;
 	ddb_set(values, ":g", ddb_s("none-match"));
-	CHECK_OK(ddb_scan(&fx.c, fx.scan_table, &o, &page, &info));
+	TF_CHECK_OK(ddb_scan(&fx.c, fx.scan_table, &o, &page, &info));
 	CU_ASSERT_EQUAL(page.count, 0);
 	CU_ASSERT_EQUAL(page.scanned_count, 1);
 	CU_ASSERT_PTR_NOT_NULL(page.last_evaluated_key);
@@ -460,8 +433,8 @@ static void test_delete_tables(void)
 {
 	struct kl_errinfo info;
 
-	CHECK_OK(ddb_delete_table(&fx.c, fx.table, &info));
-	CHECK_OK(ddb_delete_table(&fx.c, fx.scan_table, &info));
+	TF_CHECK_OK(ddb_delete_table(&fx.c, fx.table, &info));
+	TF_CHECK_OK(ddb_delete_table(&fx.c, fx.scan_table, &info));
 	CU_ASSERT_EQUAL(ddb_delete_table(&fx.c, "kl-no-such-table", &info), KL_ENOTFOUND);
 }
 

@@ -13,6 +13,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -26,6 +27,8 @@
 #include "buf.h"
 #include "creds.h"
 #include "demo.h"
+#include "fixture.h"
+#include "proc.h"
 #include "http.h"
 #include "kinesis.h"
 #include "kpl.h"
@@ -47,18 +50,8 @@ static struct {
 	char run_id[32];
 } fx;
 
-static void fmt_err(const char *what, enum kl_err err, const struct kl_errinfo *info)
-{
-	char buf[768];
-
-	if (err)
-		fprintf(stderr, "\n  %s: %s\n", what, kl_errinfo_format(err, info, buf, sizeof(buf)));
-}
-
 static int setup(void)
 {
-	struct creds_config cc = { 0 };
-	struct aws_client_config ac = { 0 };
 	const char *bin = getenv("KL_TEST_KINLAKE");
 
 	fx.endpoint = kl_test_env_or_skip("KL_TEST_KINESIS_ENDPOINT");
@@ -73,17 +66,9 @@ static int setup(void)
 	if (!mkdtemp(fx.tmp))
 		return -1;
 	snprintf(fx.run_id, sizeof(fx.run_id), "%ld-%" PRId64, (long)getpid(), kl_mono_ms() % 100000);
-	cc.access_key_id = fx.key_id;
-	cc.secret_access_key = fx.secret;
-	cc.disable_imds = 1;
-	if (http_global_init() != KL_OK || creds_chain_new(&cc, &fx.creds) != KL_OK)
+	if (tf_aws_init(&fx.creds) != KL_OK)
 		return -1;
-	ac.service = "kinesis";
-	ac.region = "us-east-1";
-	ac.endpoint = fx.endpoint;
-	ac.http.timeout_ms = 20000;
-	ac.retry.max_attempts = 3;
-	return aws_client_init(&fx.c, &ac, fx.creds) == KL_OK ? 0 : -1;
+	return tf_client_init(&fx.c, "kinesis", fx.endpoint, fx.creds) == KL_OK ? 0 : -1;
 }
 
 static void teardown(void)
@@ -97,42 +82,45 @@ static void teardown(void)
 	}
 	rmdir(fx.tmp);
 	aws_client_done(&fx.c);
-	creds_chain_free(fx.creds);
-	http_global_cleanup();
+	tf_aws_done(fx.creds);
 }
 
 /* ------------------------------------------------------------ the binary */
 
-/* Starts kinlake with args (NULL-terminated, without the program name);
- * its stdout goes to *ret_fd, its stderr to ours. */
-static pid_t spawn(const char *const *args, int *ret_fd)
+/* argv for kinlake with args (NULL-terminated, without the program name) */
+static void make_argv(const char *const *args, char **argv, size_t cap)
 {
-	char *argv[48];
-	int p[2], argc = 0;
-	pid_t pid;
+	size_t argc = 0;
 
 	argv[argc++] = fx.bin;
-	for (; *args && argc < 46; args++)
+	for (; *args && argc + 1 < cap; args++)
 		argv[argc++] = (char *)*args;
 	argv[argc] = NULL;
-	CU_ASSERT_FATAL(pipe(p) == 0);
-	fflush(NULL);
-	pid = fork();
-	CU_ASSERT_FATAL(pid >= 0);
-	if (pid == 0) {
-		dup2(p[1], 1);
-		close(p[0]);
-		close(p[1]);
-		/* The standard credential chain, from the environment. */
-		setenv("AWS_ACCESS_KEY_ID", fx.key_id, 1);
-		setenv("AWS_SECRET_ACCESS_KEY", fx.secret, 1);
-		unsetenv("AWS_SESSION_TOKEN");
-		unsetenv("AWS_PROFILE");
-		setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
-		execv(fx.bin, argv);
-		_exit(127);
-	}
+}
+
+/* The standard credential chain, from the environment. */
+static const struct tp_child *child_opts(void)
+{
+	static struct tp_child c;
+
+	c = (struct tp_child){ .aws_key_id = fx.key_id, .aws_secret = fx.secret };
+	return &c;
+}
+
+/* Starts kinlake with args; its stdout goes to *ret_fd, its stderr to ours. */
+static pid_t spawn(const char *const *args, int *ret_fd)
+{
+	struct tp_child c = *child_opts();
+	char *argv[48];
+	int p[2];
+	pid_t pid;
+
+	make_argv(args, argv, KL_ARRAY_LEN(argv));
+	CU_ASSERT_FATAL(pipe2(p, O_CLOEXEC) == 0);
+	c.out_fd = p[1];
+	pid = tp_spawn(argv, &c);
 	close(p[1]);
+	CU_ASSERT_FATAL(pid >= 0);
 	*ret_fd = p[0];
 	return pid;
 }
@@ -150,15 +138,18 @@ static int finish(pid_t pid, int fd, char *out, size_t size)
 	out[used] = '\0';
 	close(fd);
 	CU_ASSERT_FATAL(waitpid(pid, &status, 0) == pid);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	return tp_exit_code(status);
 }
 
 static int run(const char *const *args, char *out, size_t size)
 {
-	int fd;
-	pid_t pid = spawn(args, &fd);
+	char *argv[48];
+	int rc;
 
-	return finish(pid, fd, out, size);
+	make_argv(args, argv, KL_ARRAY_LEN(argv));
+	rc = tp_run(argv, out, size, child_opts());
+	CU_ASSERT_FATAL(rc != -2);
+	return rc;
 }
 
 /* The value of key=... in the stdout summary line, or "" */
@@ -250,7 +241,7 @@ static void read_stream(const char *stream, uint64_t seed, struct readback *rb)
 			enum kl_err e = kinesis_get_shard_iterator(&fx.c, stream, shards[s].shard_id, &pos,
 								   &iter, &info);
 
-			fmt_err("GetShardIterator", e, &info);
+			tf_report("GetShardIterator", e, &info);
 			CU_ASSERT_EQUAL_FATAL(e, KL_OK);
 		}
 		while (iter && calls++ < 1000) {
@@ -258,7 +249,7 @@ static void read_stream(const char *stream, uint64_t seed, struct readback *rb)
 			enum kl_err e = kinesis_get_records(&fx.c, iter, 10000, &r, &info);
 			bool done;
 
-			fmt_err("GetRecords", e, &info);
+			tf_report("GetRecords", e, &info);
 			CU_ASSERT_EQUAL_FATAL(e, KL_OK);
 			for (size_t i = 0; i < r->n_records; i++) {
 				const struct kinesis_record *kr = &r->records[i];
@@ -637,7 +628,7 @@ static void test_kpl_reshard(void)
 		kinesis_hash_key_mid(&lo, &hi, &mid);
 		kinesis_hash_key_format(&mid, mid_s);
 		rc = kinesis_split_shard(&fx.c, stream, shards[0].shard_id, mid_s, &info);
-		fmt_err("SplitShard", (enum kl_err)rc, &info);
+		tf_report("SplitShard", (enum kl_err)rc, &info);
 		CU_ASSERT_EQUAL(rc, KL_OK);
 		rc = finish(pid, fd, out, sizeof(out));
 		fprintf(stderr, "\n  stdout: %s", out);

@@ -55,9 +55,11 @@
 #include "creds.h"
 #include "delivery.h"
 #include "faultctl.h"
+#include "fixture.h"
 #include "http.h"
 #include "kinesis.h"
 #include "lease_store_ddb.h"
+#include "proc.h"
 #include "s3.h"
 #include "testutil.h"
 #include "util.h"
@@ -118,7 +120,7 @@ struct intent {
 };
 
 static struct {
-	const char *kinesis, *dynamodb, *s3, *key_id, *secret;
+	struct tf_env env;
 	char bin[4096], lakecheck[4096];
 	char dir[512];
 	struct creds_chain *creds;
@@ -136,9 +138,7 @@ static struct {
 static void kill_proc(struct proc *p)
 {
 	if (p->pid > 0) {
-		kill(-p->pid, SIGKILL);
-		kill(p->pid, SIGKILL);
-		waitpid(p->pid, NULL, 0);
+		tp_kill(p->pid);
 		p->pid = 0;
 	}
 }
@@ -156,48 +156,6 @@ static void on_fatal_signal(int sig)
 	raise(sig);
 }
 
-static void step(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void step(const char *fmt, ...)
-{
-	int64_t now = kl_wall_ms();
-	time_t secs = (time_t)(now / 1000);
-	struct tm tm;
-	char when[32];
-	va_list ap;
-
-	gmtime_r(&secs, &tm);
-	strftime(when, sizeof(when), "%H:%M:%S", &tm);
-	fprintf(stderr, "\n  [%s.%03d] ", when, (int)(now % 1000));
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-}
-
-static void fmt_err(const char *what, enum kl_err err, const struct kl_errinfo *info)
-{
-	char buf[768];
-
-	if (err)
-		fprintf(stderr, "\n  %s: %s\n", what, kl_errinfo_format(err, info, buf, sizeof(buf)));
-}
-
-/* In a child: no proxies for loopback, no systemd, die with the test. */
-static void child_setup(void)
-{
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	unsetenv("HTTP_PROXY");
-	unsetenv("HTTPS_PROXY");
-	unsetenv("http_proxy");
-	unsetenv("https_proxy");
-	unsetenv("ALL_PROXY");
-	setenv("NO_PROXY", "127.0.0.1,localhost", 1);
-	unsetenv("NOTIFY_SOCKET");
-	unsetenv("WATCHDOG_USEC");
-	setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
-	setenv("AWS_ACCESS_KEY_ID", fx.key_id, 1);
-	setenv("AWS_SECRET_ACCESS_KEY", fx.secret, 1);
-}
-
 /*
  * Runs argv[0] with argv, stdout into out (NUL-terminated), stderr
  * appended to errpath (NULL = /dev/null). Returns the exit status, -1 when
@@ -205,67 +163,13 @@ static void child_setup(void)
  */
 static int run_cmd(char *const *argv, char *out, size_t size, const char *errpath)
 {
-	int p[2], status;
-	size_t used = 0;
-	ssize_t n;
-	pid_t pid;
+	/* No proxies for loopback, no systemd, die with the test. */
+	struct tp_child c = { .flags = TP_DIE_WITH_PARENT, .err_path = errpath ? errpath : "/dev/null",
+			      .aws_key_id = fx.env.key_id, .aws_secret = fx.env.secret };
+	int rc = tp_run(argv, out, size, &c);
 
-	CU_ASSERT_FATAL(pipe(p) == 0);
-	fflush(NULL);
-	pid = fork();
-	CU_ASSERT_FATAL(pid >= 0);
-	if (pid == 0) {
-		int err = open(errpath ? errpath : "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0644);
-
-		child_setup();
-		dup2(p[1], 1);
-		if (err >= 0)
-			dup2(err, 2);
-		close(p[0]);
-		close(p[1]);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	close(p[1]);
-	while ((n = read(p[0], out + used, size - 1 - used)) > 0 && used + 1 < size)
-		used += (size_t)n;
-	/* Drain what did not fit, so the child cannot block on a full pipe. */
-	{
-		char sink[4096];
-
-		while (read(p[0], sink, sizeof(sink)) > 0)
-			;
-	}
-	out[used] = '\0';
-	close(p[0]);
-	CU_ASSERT_FATAL(waitpid(pid, &status, 0) == pid);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static char *read_file(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	size_t cap = 1 << 16, len = 0, n;
-	char *buf;
-
-	if (!f)
-		return NULL;
-	buf = malloc(cap);
-	while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-		len += n;
-		if (cap - len < 2) {
-			char *bigger = cap < (64u << 20) ? realloc(buf, cap * 2) : NULL;
-
-			if (!bigger)
-				break;
-			buf = bigger;
-			cap *= 2;
-		}
-	}
-	fclose(f);
-	if (buf)
-		buf[len] = '\0';
-	return buf;
+	CU_ASSERT_FATAL(rc != -2);
+	return rc;
 }
 
 /* ------------------------------------------------------------ scenarios */
@@ -285,15 +189,13 @@ static void write_conf(const struct scenario *sc, const char *conf, const char *
 		       const char *ddb)
 {
 	char path[700], statedir[700], log[700], prom[700];
-	FILE *f;
+	int rc;
 
 	scen_path(sc, conf, ".conf", path, sizeof(path));
 	scen_path(sc, state, "-state", statedir, sizeof(statedir));
 	scen_path(sc, conf, ".log", log, sizeof(log));
 	scen_path(sc, conf, ".prom", prom, sizeof(prom));
-	f = fopen(path, "w");
-	CU_ASSERT_FATAL(f != NULL);
-	fprintf(f,
+	rc = tp_write_file(path,
 		"application = \"%s\";\n"
 		"worker_id = \"%s\";\n"
 		"stream = \"%s\";\n"
@@ -319,10 +221,9 @@ static void write_conf(const struct scenario *sc, const char *conf, const char *
 		"log = { level = \"info\"; file = \"%s\"; };\n"
 		"metrics = { file = \"%s\"; interval_ms = 1000; };\n",
 		sc->tag, id, sc->tag, statedir, SHARDS, KL_TEST_BUILDDIR, sc->tag, sc->codec,
-		sc->buffer_seconds, sc->buffer_records, fx.key_id, fx.secret, fx.kinesis, ddb,
+		sc->buffer_seconds, sc->buffer_records, fx.env.key_id, fx.env.secret, fx.env.kinesis, ddb,
 		faultctl_url(fx.s3p), log, prom);
-	fclose(f);
-	chmod(path, 0600);
+	CU_ASSERT_FATAL(rc == 0);
 }
 
 /* Starts `kinlake run` in its own process group; see write_conf(). */
@@ -330,6 +231,9 @@ static struct proc *start_worker(const struct scenario *sc, const char *conf, co
 				 const char *state, const char *ddb)
 {
 	char path[700], out[700];
+	char *argv[] = { fx.bin, "run", "-c", path, NULL };
+	struct tp_child c = { .flags = TP_OWN_GROUP | TP_DIE_WITH_PARENT, .out_path = out,
+			      .err_path = out, .aws_key_id = fx.env.key_id, .aws_secret = fx.env.secret };
 	struct proc *p = NULL;
 	pid_t pid;
 
@@ -337,36 +241,21 @@ static struct proc *start_worker(const struct scenario *sc, const char *conf, co
 		if (fx.procs[i].pid <= 0)
 			p = &fx.procs[i];
 	CU_ASSERT_FATAL(p != NULL);
-	write_conf(sc, conf, id, state, ddb ? ddb : fx.dynamodb);
+	write_conf(sc, conf, id, state, ddb ? ddb : fx.env.dynamodb);
 	scen_path(sc, conf, ".conf", path, sizeof(path));
 	scen_path(sc, conf, ".out", out, sizeof(out));
-	fflush(NULL);
-	pid = fork();
+	pid = tp_spawn(argv, &c);
 	CU_ASSERT_FATAL(pid >= 0);
-	if (pid == 0) {
-		int fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0644);
-
-		setpgid(0, 0);
-		child_setup();
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-			close(fd);
-		}
-		execl(fx.bin, fx.bin, "run", "-c", path, (char *)NULL);
-		_exit(127);
-	}
-	setpgid(pid, pid);
 	snprintf(p->conf, sizeof(p->conf), "%s", conf);
 	p->pid = pid;
-	step("%s: started worker '%s' as %s (pid %ld)", sc->name, id, conf, (long)pid);
+	tp_step("%s: started worker '%s' as %s (pid %ld)", sc->name, id, conf, (long)pid);
 	return p;
 }
 
 static void kill9(const struct scenario *sc, struct proc *p)
 {
 	CU_ASSERT_FATAL(p->pid > 0);
-	step("%s: kill -9 %s (pid %ld)", sc->name, p->conf, (long)p->pid);
+	tp_step("%s: kill -9 %s (pid %ld)", sc->name, p->conf, (long)p->pid);
 	kill_proc(p);
 }
 
@@ -374,18 +263,14 @@ static void kill9(const struct scenario *sc, struct proc *p)
  * signal, -2 for a timeout (then killed). */
 static int stop_worker(struct proc *p, int64_t ms)
 {
-	int64_t end = kl_mono_ms() + ms;
 	int status;
 
 	if (p->pid <= 0)
 		return 0;
 	kill(p->pid, SIGTERM);
-	while (kl_mono_ms() < end) {
-		if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
-			p->pid = 0;
-			return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-		}
-		kl_sleep_ms(20);
+	if (tp_reap(p->pid, ms, &status)) {
+		p->pid = 0;
+		return tp_exit_code(status);
 	}
 	kill_proc(p);
 	return -2;
@@ -398,7 +283,7 @@ static bool log_has(const struct scenario *sc, const char *conf, const char *nee
 	bool found;
 
 	scen_path(sc, conf, ".log", path, sizeof(path));
-	text = read_file(path);
+	text = tp_read_file(path, (64u << 20) - 1, NULL);
 	found = text && strstr(text, needle) != NULL;
 	free(text);
 	return found;
@@ -412,7 +297,7 @@ static bool log_took_intent(const struct scenario *sc, const char *conf, const s
 	bool found = false;
 
 	scen_path(sc, conf, ".log", path, sizeof(path));
-	text = read_file(path);
+	text = tp_read_file(path, (64u << 20) - 1, NULL);
 	snprintf(head, sizeof(head), "lease: shard '%s' acquired (", it->shard);
 	snprintf(tail, sizeof(tail), "intent up to %s left by the last holder)", it->end_seq);
 	for (p = text; p && !found && (p = strstr(p, head)) != NULL; p++) {
@@ -436,7 +321,7 @@ static double metric(const struct scenario *sc, const char *conf, const char *na
 	size_t n = strlen(name);
 
 	scen_path(sc, conf, ".prom", path, sizeof(path));
-	text = read_file(path);
+	text = tp_read_file(path, (64u << 20) - 1, NULL);
 	for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
 		const char *end = strchr(p, '}');
 
@@ -485,15 +370,15 @@ static struct scenario *scen_new(const char *name, const char *codec, int buffer
 		 "|errors/processing-failed/[0-9]{4}/[0-9]{2}/[0-9]{2}/[0-9]{2}/)"
 		 "shardId-[0-9]{12}/[0-9]{56}-[0-9]{10}_[0-9]{56}-[0-9]{10}\\.%s$", ext);
 	err = kinesis_create_stream(&fx.kc, sc->tag, SHARDS, &info);
-	fmt_err("CreateStream", err, &info);
+	tf_report("CreateStream", err, &info);
 	CU_ASSERT_FATAL(err == KL_OK);
 	err = kinesis_wait_active(&fx.kc, sc->tag, 30000, NULL, &info);
 	CU_ASSERT_FATAL(err == KL_OK);
 	err = s3_create_bucket(&fx.s3c, sc->tag, &info);
-	fmt_err("CreateBucket", err, &info);
+	tf_report("CreateBucket", err, &info);
 	CU_ASSERT_FATAL(err == KL_OK);
 	CU_ASSERT_FATAL(faultctl_set_rules(fx.s3p, "") == KL_OK);
-	step("%s: stream/table/bucket '%s'", name, sc->tag);
+	tp_step("%s: stream/table/bucket '%s'", name, sc->tag);
 	return sc;
 }
 
@@ -505,7 +390,7 @@ static void produce(struct scenario *sc, int count, bool kpl)
 	int argc = 0, rc;
 
 	/* Only its Kinesis endpoint and credentials are used. */
-	write_conf(sc, "producer", "producer", "producer", fx.dynamodb);
+	write_conf(sc, "producer", "producer", "producer", fx.env.dynamodb);
 	scen_path(sc, "producer", ".conf", conf, sizeof(conf));
 	scen_path(sc, "producer", ".err", err, sizeof(err));
 	CU_ASSERT_FATAL(sc->n_manifests < 4);
@@ -541,7 +426,7 @@ static void produce(struct scenario *sc, int count, bool kpl)
 		argv[argc++] = "--kpl";
 	argv[argc] = NULL;
 	rc = run_cmd(argv, out, sizeof(out), err);
-	step("%s: produced %d events from id %s%s (exit %d)", sc->name, count, from,
+	tp_step("%s: produced %d events from id %s%s (exit %d)", sc->name, count, from,
 	     kpl ? ", KPL-aggregated" : "", rc);
 	CU_ASSERT_EQUAL_FATAL(rc, 0);
 	sc->n_manifests++;
@@ -569,7 +454,7 @@ static int lakecheck(const struct scenario *sc, const char *regex, struct lakefi
 	scen_path(sc, "lakecheck", ".err", errpath, sizeof(errpath));
 	argv[argc++] = fx.lakecheck;
 	argv[argc++] = "--endpoint";
-	argv[argc++] = (char *)fx.s3;
+	argv[argc++] = (char *)fx.env.s3;
 	argv[argc++] = "--bucket";
 	argv[argc++] = (char *)sc->tag;
 	argv[argc++] = "--data-prefix";
@@ -758,7 +643,7 @@ static char **list_keys(const struct scenario *sc, size_t *ret_n)
 		struct kl_errinfo info = { 0 };
 		enum kl_err err = s3_list_objects_v2(&fx.s3c, sc->tag, &lo, &res, &info);
 
-		fmt_err("ListObjectsV2", err, &info);
+		tf_report("ListObjectsV2", err, &info);
 		CU_ASSERT_FATAL(err == KL_OK);
 		keys = realloc(keys, (n + res.n_entries + 1) * sizeof(*keys));
 		CU_ASSERT_FATAL(keys != NULL);
@@ -796,7 +681,7 @@ static bool object_exists(const struct scenario *sc, const char *key, char *lm, 
 	enum kl_err err = s3_head_object(&fx.s3c, sc->tag, key, &oi, &info);
 
 	if (err != KL_OK && err != KL_ENOTFOUND)
-		fmt_err("HeadObject", err, &info);
+		tf_report("HeadObject", err, &info);
 	if (err == KL_OK && lm)
 		snprintf(lm, lm_size, "%s", oi.last_modified ? oi.last_modified : "");
 	s3_object_info_done(&oi);
@@ -849,7 +734,7 @@ static void finish(struct scenario *sc, int64_t t_fault, const char *what)
 	if (t_fault >= 0 && waited >= 0) {
 		sc->recovery_ms = kl_mono_ms() - t_fault;
 		sc->recovery_what = what;
-		step("%s: exactly once %" PRId64 " ms after %s", sc->name, sc->recovery_ms, what);
+		tp_step("%s: exactly once %" PRId64 " ms after %s", sc->name, sc->recovery_ms, what);
 	}
 	CU_ASSERT_FATAL(waited >= 0);
 	CU_ASSERT_FATAL(wait_settled(sc, 30000));
@@ -886,7 +771,7 @@ static int kill_during_upload(struct scenario *sc, struct proc *w, struct intent
 	kill9(sc, w);
 	*ret_t_kill = kl_mono_ms();
 	n = read_intents(sc, it, NULL);
-	step("%s: %d intent(s) pending at the kill", sc->name, n);
+	tp_step("%s: %d intent(s) pending at the kill", sc->name, n);
 	CU_ASSERT_FATAL(n >= 1);
 	/* The worker is gone: let the held PUT go (the proxy forwards what the
 	 * dead client had sent; a cut body is refused by s3rver). */
@@ -898,40 +783,16 @@ static int kill_during_upload(struct scenario *sc, struct proc *w, struct intent
 
 static void test_setup(void)
 {
-	struct creds_config cc = { 0 };
-	struct aws_client_config ac = { 0 };
-	const char *bin = getenv("KL_TEST_KINLAKE"), *lc = getenv("KL_LAKECHECK");
-	const char *emu = kl_test_env_or_skip("KL_TEST_EMU_DIR");
 
-	fx.kinesis = kl_test_env_or_skip("KL_TEST_KINESIS_ENDPOINT");
-	fx.dynamodb = kl_test_env_or_skip("KL_TEST_DYNAMODB_ENDPOINT");
-	fx.s3 = kl_test_env_or_skip("KL_TEST_S3_ENDPOINT");
-	fx.key_id = kl_test_env_or_skip("KL_TEST_ACCESS_KEY_ID");
-	fx.secret = kl_test_env_or_skip("KL_TEST_SECRET_ACCESS_KEY");
-	snprintf(fx.bin, sizeof(fx.bin), "%s", bin && *bin ? bin : KL_TEST_BUILDDIR "/kinlake");
-	snprintf(fx.lakecheck, sizeof(fx.lakecheck), "%s", lc && *lc ? lc : KL_LAKECHECK_PATH);
-	CU_ASSERT_FATAL(access(fx.bin, X_OK) == 0);
-	CU_ASSERT_FATAL(access(fx.lakecheck, X_OK) == 0);
-	snprintf(fx.dir, sizeof(fx.dir), "%s/integ-eo-%ld", emu, (long)getpid());
-	CU_ASSERT_FATAL(mkdir(fx.dir, 0700) == 0);
-	cc.access_key_id = fx.key_id;
-	cc.secret_access_key = fx.secret;
-	cc.disable_imds = 1;
-	CU_ASSERT_FATAL(http_global_init() == KL_OK);
-	CU_ASSERT_FATAL(creds_chain_new(&cc, &fx.creds) == KL_OK);
-	ac.region = "us-east-1";
-	ac.http.timeout_ms = 20000;
-	ac.retry.max_attempts = 3;
-	ac.service = "kinesis";
-	ac.endpoint = fx.kinesis;
-	CU_ASSERT_FATAL(aws_client_init(&fx.kc, &ac, fx.creds) == KL_OK);
-	ac.service = "s3";
-	ac.endpoint = fx.s3;
-	CU_ASSERT_FATAL(aws_client_init(&fx.s3c, &ac, fx.creds) == KL_OK);
-	fx.ddb_cfg = ac;
-	fx.ddb_cfg.service = "dynamodb";
-	fx.ddb_cfg.endpoint = fx.dynamodb;
-	CU_ASSERT_FATAL(faultctl_start(fx.s3, &fx.s3p) == KL_OK);
+	tf_env_read(&fx.env);
+	CU_ASSERT_FATAL(tf_program("KL_TEST_KINLAKE", KL_TEST_BUILDDIR "/kinlake", fx.bin, sizeof(fx.bin)));
+	CU_ASSERT_FATAL(tf_program("KL_LAKECHECK", KL_LAKECHECK_PATH, fx.lakecheck, sizeof(fx.lakecheck)));
+	CU_ASSERT_FATAL(tf_make_dir("integ-eo", fx.dir, sizeof(fx.dir)));
+	CU_ASSERT_FATAL(tf_aws_init(&fx.creds) == KL_OK);
+	CU_ASSERT_FATAL(tf_client_init(&fx.kc, "kinesis", fx.env.kinesis, fx.creds) == KL_OK);
+	CU_ASSERT_FATAL(tf_client_init(&fx.s3c, "s3", fx.env.s3, fx.creds) == KL_OK);
+	tf_client_config("dynamodb", fx.env.dynamodb, &fx.ddb_cfg);
+	CU_ASSERT_FATAL(faultctl_start(fx.env.s3, &fx.s3p) == KL_OK);
 }
 
 static void test_normal_gzip(void)
@@ -1012,7 +873,7 @@ static void put_object(const struct scenario *sc, const char *key, const char *d
 	struct kl_errinfo info = { 0 };
 	enum kl_err err = s3_put_object(&fx.s3c, sc->tag, key, data, len, &po, &res, &info);
 
-	fmt_err("PutObject", err, &info);
+	tf_report("PutObject", err, &info);
 	CU_ASSERT_FATAL(err == KL_OK);
 }
 
@@ -1112,7 +973,7 @@ static void test_lakecheck_catches_breakage(void)
 	/* 5. in a data object: a malformed event (its place is the error
 	 * prefix), an id no manifest has, and a line that is not JSON */
 	{
-		char *manifest = read_file(sc->manifests[0]), line[256], *bad = NULL, *bgz = NULL;
+		char *manifest = tp_read_file(sc->manifests[0], (64u << 20) - 1, NULL), line[256], *bad = NULL, *bgz = NULL;
 		char key[KEYTMPL_KEY_MAX];
 		const char *p;
 		size_t bgz_len = 0;
@@ -1266,7 +1127,7 @@ static int kill_before_checkpoint(struct scenario *sc, struct intent *it, int64_
 	int n = 0, n_again;
 	bool all_up = false;
 
-	CU_ASSERT_FATAL(faultctl_start(fx.dynamodb, &fx.ddbp) == KL_OK);
+	CU_ASSERT_FATAL(faultctl_start(fx.env.dynamodb, &fx.ddbp) == KL_OK);
 	a = start_worker(sc, "a1", "a", "a", faultctl_url(fx.ddbp));
 	CU_ASSERT_FATAL(faultctl_set_rules(fx.s3p, "h op=S3.PutObject first=1 action=hold") == KL_OK);
 	produce(sc, RECORDS, false);
@@ -1296,7 +1157,7 @@ static int kill_before_checkpoint(struct scenario *sc, struct intent *it, int64_
 	CU_ASSERT_EQUAL_FATAL(n_again, n);
 	for (int i = 0; i < n; i++)
 		CU_ASSERT_STRING_EQUAL(again[i].end, it[i].end);
-	step("%s: %d intent(s) with every object uploaded and no checkpoint", sc->name, n);
+	tp_step("%s: %d intent(s) with every object uploaded and no checkpoint", sc->name, n);
 	return n;
 }
 
@@ -1333,7 +1194,7 @@ static void test_kill9_before_checkpoint_takeover(void)
 	finish(sc, t_kill, "kill -9 after upload, takeover (overwrite)");
 	CU_ASSERT_EQUAL(check_intents_landed(sc, it, n), 0);
 	rewritten = count_rewritten(sc, it, n, &total);
-	step("%s: %zu of %zu objects of the intents rewritten in place", sc->name, rewritten, total);
+	tp_step("%s: %zu of %zu objects of the intents rewritten in place", sc->name, rewritten, total);
 	CU_ASSERT_EQUAL(rewritten, total);
 	for (int i = 0; i < n; i++)
 		CU_ASSERT_TRUE(log_took_intent(sc, "b1", &it[i]));
@@ -1354,7 +1215,7 @@ static void test_kill9_before_checkpoint_same_host(void)
 	finish(sc, t_kill, "kill -9 after upload, restart (commit only)");
 	CU_ASSERT_EQUAL(check_intents_landed(sc, it, n), 0);
 	rewritten = count_rewritten(sc, it, n, &total);
-	step("%s: %zu of %zu objects of the intents rewritten", sc->name, rewritten, total);
+	tp_step("%s: %zu of %zu objects of the intents rewritten", sc->name, rewritten, total);
 	CU_ASSERT_EQUAL(rewritten, 0);
 	for (int i = 0; i < n; i++) {
 		char needle[600];
@@ -1379,7 +1240,7 @@ static void test_ddb_ambiguous_writes(void)
 	uint64_t late = 0, thr = 0;
 	int64_t t_fault;
 
-	CU_ASSERT_FATAL(faultctl_start(fx.dynamodb, &fx.ddbp) == KL_OK);
+	CU_ASSERT_FATAL(faultctl_start(fx.env.dynamodb, &fx.ddbp) == KL_OK);
 	start_worker(sc, "a1", "a", "a", faultctl_url(fx.ddbp));
 	CU_ASSERT_FATAL(faultctl_set_rules(fx.ddbp,
 					   "late target=DynamoDB_20120810.UpdateItem for=8000 every=4"
@@ -1391,7 +1252,7 @@ static void test_ddb_ambiguous_writes(void)
 	finish(sc, t_fault, "DynamoDB faults began (8 s window)");
 	CU_ASSERT_EQUAL(faultctl_counter(fx.ddbp, "rules", "late", "faults", &late), KL_OK);
 	CU_ASSERT_EQUAL(faultctl_counter(fx.ddbp, "rules", "thr", "faults", &thr), KL_OK);
-	step("%s: %" PRIu64 " UpdateItems applied with their answer lost, %" PRIu64 " throttled",
+	tp_step("%s: %" PRIu64 " UpdateItems applied with their answer lost, %" PRIu64 " throttled",
 	     sc->name, late, thr);
 	CU_ASSERT(late > 0);
 	CU_ASSERT(thr > 0);
@@ -1419,7 +1280,7 @@ static void test_s3_slowdown_and_resets(void)
 	CU_ASSERT_EQUAL(faultctl_counter(fx.s3p, "rules", "slow", "faults", &slow), KL_OK);
 	CU_ASSERT_EQUAL(faultctl_counter(fx.s3p, "rules", "rst", "faults", &rst), KL_OK);
 	CU_ASSERT_EQUAL(faultctl_counter(fx.s3p, "rules", "late", "faults", &late), KL_OK);
-	step("%s: injected %" PRIu64 " SlowDown, %" PRIu64 " resets, %" PRIu64 " resets after the write",
+	tp_step("%s: injected %" PRIu64 " SlowDown, %" PRIu64 " resets, %" PRIu64 " resets after the write",
 	     sc->name, slow, rst, late);
 	CU_ASSERT(slow > 0);
 	CU_ASSERT(rst + late > 0);
@@ -1427,7 +1288,7 @@ static void test_s3_slowdown_and_resets(void)
 	end = kl_mono_ms() + 5000;
 	while (metric(sc, "a1", "kinlake_aws_retries_total", "service=\"s3\"") < 1 && kl_mono_ms() < end)
 		kl_sleep_ms(100);
-	step("%s: metrics: s3 throttles %.0f, retries %.0f, errors %.0f", sc->name,
+	tp_step("%s: metrics: s3 throttles %.0f, retries %.0f, errors %.0f", sc->name,
 	     metric(sc, "a1", "kinlake_aws_throttles_total", "service=\"s3\""),
 	     metric(sc, "a1", "kinlake_aws_retries_total", "service=\"s3\""),
 	     metric(sc, "a1", "kinlake_aws_errors_total", "service=\"s3\""));
@@ -1471,7 +1332,7 @@ static void test_corrupt_journal(void)
 	}
 	snprintf(moved, sizeof(moved), "%s-shm", path);
 	unlink(moved);
-	step("%s: overwrote %s (and its WAL) with garbage", sc->name, path);
+	tp_step("%s: overwrote %s (and its WAL) with garbage", sc->name, path);
 	start_worker(sc, "a2", "a", "a", NULL);
 	finish(sc, t_kill, "kill -9, garbage journal, restart");
 	CU_ASSERT_EQUAL(check_intents_landed(sc, it, n), 0);
@@ -1542,7 +1403,6 @@ int main(void)
 	printf("figures: whole program %" PRId64 " ms\n", kl_mono_ms() - t0);
 	aws_client_done(&fx.kc);
 	aws_client_done(&fx.s3c);
-	creds_chain_free(fx.creds);
-	http_global_cleanup();
+	tf_aws_done(fx.creds);
 	return rc;
 }

@@ -20,6 +20,7 @@
 
 #include "aws.h"
 #include "creds.h"
+#include "fixture.h"
 #include "http.h"
 #include "kinesis.h"
 #include "testutil.h"
@@ -34,45 +35,12 @@ static struct {
 	char reshard[64];         /* created by test_split_merge */
 } fx;
 
-static void fmt_err(const char *what, enum kl_err err, const struct kl_errinfo *info)
-{
-	char buf[768];
-
-	if (err)
-		fprintf(stderr, "\n  %s: %s\n", what, kl_errinfo_format(err, info, buf, sizeof(buf)));
-}
-
-/* Asserts a call succeeded, printing the error detail when it did not. */
-#define CHECK_OK(call)                                 \
-	do {                                           \
-		struct kl_errinfo *info_ = &info;      \
-		enum kl_err e_ = (call);               \
-		fmt_err(#call, e_, info_);             \
-		CU_ASSERT_EQUAL_FATAL(e_, KL_OK);      \
-	} while (0)
-
 static int setup(void)
 {
 	const char *endpoint = kl_test_env_or_skip("KL_TEST_KINESIS_ENDPOINT");
-	struct creds_config cc = { 0 };
-	struct aws_client_config ac = { 0 };
-	enum kl_err err;
 
-	cc.access_key_id = kl_test_env_or_skip("KL_TEST_ACCESS_KEY_ID");
-	cc.secret_access_key = kl_test_env_or_skip("KL_TEST_SECRET_ACCESS_KEY");
-	cc.disable_imds = 1;
-	if (http_global_init() != KL_OK)
-		return -1;
-	err = creds_chain_new(&cc, &fx.creds);
-	if (err)
-		return -1;
-	ac.service = "kinesis";
-	ac.region = "us-east-1";
-	ac.endpoint = endpoint;
-	ac.http.timeout_ms = 20000;
-	ac.retry.max_attempts = 3;
-	err = aws_client_init(&fx.c, &ac, fx.creds);
-	if (err)
+	if (tf_aws_init(&fx.creds) != KL_OK ||
+	    tf_client_init(&fx.c, "kinesis", endpoint, fx.creds) != KL_OK)
 		return -1;
 	snprintf(fx.stream, sizeof(fx.stream), "kl-integ-%ld-%" PRId64, (long)getpid(), kl_mono_ms());
 	snprintf(fx.reshard, sizeof(fx.reshard), "kl-reshard-%ld-%" PRId64, (long)getpid(),
@@ -83,8 +51,7 @@ static int setup(void)
 static void teardown(void)
 {
 	aws_client_done(&fx.c);
-	creds_chain_free(fx.creds);
-	http_global_cleanup();
+	tf_aws_done(fx.creds);
 }
 
 /* Reads a shard from iter until it ends (next_iterator NULL) or max_calls
@@ -104,7 +71,7 @@ static int drain_shard(const char *iter0, int limit, int max_calls, char *out, s
 		enum kl_err err = kinesis_get_records(&fx.c, iter, limit, &r, &info);
 
 		calls++;
-		fmt_err("GetRecords", err, &info);
+		tf_report("GetRecords", err, &info);
 		CU_ASSERT_EQUAL_FATAL(err, KL_OK);
 		CU_ASSERT(r->n_records <= (size_t)limit);
 		for (size_t i = 0; i < r->n_records; i++) {
@@ -141,10 +108,10 @@ static void test_create_describe(void)
 	struct kl_errinfo info;
 	char arn[256];
 
-	CHECK_OK(kinesis_create_stream(&fx.c, fx.stream, 1, &info));
+	TF_CHECK_OK(kinesis_create_stream(&fx.c, fx.stream, 1, &info));
 	CU_ASSERT_EQUAL(kinesis_create_stream(&fx.c, fx.stream, 1, &info), KL_EEXISTS);
 	CU_ASSERT_STRING_EQUAL(info.aws_code, "ResourceInUseException");
-	CHECK_OK(kinesis_wait_active(&fx.c, fx.stream, 30000, &s, &info));
+	TF_CHECK_OK(kinesis_wait_active(&fx.c, fx.stream, 30000, &s, &info));
 	CU_ASSERT_EQUAL(s.status, KINESIS_STREAM_ACTIVE);
 	CU_ASSERT_STRING_EQUAL(s.stream_name, fx.stream);
 	CU_ASSERT_EQUAL(s.open_shard_count, 1);
@@ -155,7 +122,7 @@ static void test_create_describe(void)
 	/* The ARN form names the same stream. */
 	snprintf(arn, sizeof(arn), "arn:aws:kinesis:us-east-1:000000000000:stream/%s", fx.stream);
 	memset(&s, 0, sizeof(s));
-	CHECK_OK(kinesis_describe_stream_summary(&fx.c, arn, &s, &info));
+	TF_CHECK_OK(kinesis_describe_stream_summary(&fx.c, arn, &s, &info));
 	CU_ASSERT_STRING_EQUAL(s.stream_name, fx.stream);
 
 	CU_ASSERT_EQUAL(kinesis_describe_stream_summary(&fx.c, "kl-no-such-stream", &s, &info),
@@ -173,7 +140,7 @@ static void test_list_shards(void)
 	struct kl_errinfo info;
 	size_t n = 0;
 
-	CHECK_OK(kinesis_list_shards(&fx.c, fx.stream, NULL, &shards, &n, &info));
+	TF_CHECK_OK(kinesis_list_shards(&fx.c, fx.stream, NULL, &shards, &n, &info));
 	CU_ASSERT_EQUAL_FATAL(n, 1);
 	CU_ASSERT_STRING_EQUAL(shards[0].shard_id, "shardId-000000000000");
 	CU_ASSERT_STRING_EQUAL(shards[0].starting_hash_key, "0");
@@ -187,7 +154,7 @@ static void test_list_shards(void)
 	opts.exclusive_start_shard_id = "shardId-000000000000";
 	opts.max_results = 5;
 	shards = NULL;
-	CHECK_OK(kinesis_list_shards(&fx.c, fx.stream, &opts, &shards, &n, &info));
+	TF_CHECK_OK(kinesis_list_shards(&fx.c, fx.stream, &opts, &shards, &n, &info));
 	CU_ASSERT_EQUAL(n, 0);
 	CU_ASSERT_PTR_NULL(shards);
 
@@ -213,7 +180,7 @@ static void test_put_get_records(void)
 
 	for (size_t i = 0; i < 3; i++)
 		e[i] = (struct kinesis_put_entry){ put_data[i], strlen(put_data[i]), "pk", NULL };
-	CHECK_OK(kinesis_put_records(&fx.c, fx.stream, e, 3, &res, &info));
+	TF_CHECK_OK(kinesis_put_records(&fx.c, fx.stream, e, 3, &res, &info));
 	CU_ASSERT_EQUAL_FATAL(res->n, 3);
 	CU_ASSERT_EQUAL(res->failed_count, 0);
 	for (size_t i = 0; i < 3; i++) {
@@ -226,10 +193,10 @@ static void test_put_get_records(void)
 	CU_ASSERT(strcmp(put_seq[1], put_seq[2]) < 0);
 	free(res);
 
-	CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.stream, "shardId-000000000000", &pos, &iter,
+	TF_CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.stream, "shardId-000000000000", &pos, &iter,
 					    &info));
 	/* Limit is honoured: 2 of 3. */
-	CHECK_OK(kinesis_get_records(&fx.c, iter, 2, &r, &info));
+	TF_CHECK_OK(kinesis_get_records(&fx.c, iter, 2, &r, &info));
 	free(iter);
 	CU_ASSERT_EQUAL_FATAL(r->n_records, 2);
 	CU_ASSERT_EQUAL(r->data_bytes, strlen("first") + strlen("second"));
@@ -245,7 +212,7 @@ static void test_put_get_records(void)
 	CU_ASSERT_PTR_NOT_NULL_FATAL(r->next_iterator);
 	iter = strdup(r->next_iterator);
 	kinesis_records_free(r);
-	CHECK_OK(kinesis_get_records(&fx.c, iter, 100, &r, &info));
+	TF_CHECK_OK(kinesis_get_records(&fx.c, iter, 100, &r, &info));
 	free(iter);
 	CU_ASSERT_EQUAL_FATAL(r->n_records, 1);
 	CU_ASSERT_STRING_EQUAL(r->records[0].sequence_number, put_seq[2]);
@@ -261,15 +228,15 @@ static void test_put_get_records(void)
 	e[1] = (struct kinesis_put_entry){ NULL, 0, "empty", "0" };
 	e[2] = (struct kinesis_put_entry){ "x", 1, longkey, MAX_HASH };
 	res = NULL;
-	CHECK_OK(kinesis_put_records(&fx.c, fx.stream, e, 3, &res, &info));
+	TF_CHECK_OK(kinesis_put_records(&fx.c, fx.stream, e, 3, &res, &info));
 	CU_ASSERT_EQUAL(res->failed_count, 0);
 	pos.type = KINESIS_ITER_AT_SEQUENCE_NUMBER;
 	pos.sequence_number = res->r[0].sequence_number;
 	iter = NULL;
-	CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.stream, "shardId-000000000000", &pos, &iter,
+	TF_CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.stream, "shardId-000000000000", &pos, &iter,
 					    &info));
 	free(res);
-	CHECK_OK(kinesis_get_records(&fx.c, iter, 10, &r, &info));
+	TF_CHECK_OK(kinesis_get_records(&fx.c, iter, 10, &r, &info));
 	free(iter);
 	CU_ASSERT_EQUAL_FATAL(r->n_records, 3);
 	CU_ASSERT_EQUAL(r->records[0].data_len, sizeof(binary));
@@ -291,18 +258,18 @@ static void test_iterator_types(void)
 
 	pos.type = KINESIS_ITER_AT_SEQUENCE_NUMBER;
 	pos.sequence_number = put_seq[1];
-	CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.stream, "shardId-000000000000", &pos, &iter,
+	TF_CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.stream, "shardId-000000000000", &pos, &iter,
 					    &info));
-	CHECK_OK(kinesis_get_records(&fx.c, iter, 1, &r, &info));
+	TF_CHECK_OK(kinesis_get_records(&fx.c, iter, 1, &r, &info));
 	free(iter);
 	CU_ASSERT_EQUAL_FATAL(r->n_records, 1);
 	CU_ASSERT_STRING_EQUAL(r->records[0].sequence_number, put_seq[1]);
 	kinesis_records_free(r);
 
 	pos.type = KINESIS_ITER_AFTER_SEQUENCE_NUMBER;
-	CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.stream, "shardId-000000000000", &pos, &iter,
+	TF_CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.stream, "shardId-000000000000", &pos, &iter,
 					    &info));
-	CHECK_OK(kinesis_get_records(&fx.c, iter, 1, &r, &info));
+	TF_CHECK_OK(kinesis_get_records(&fx.c, iter, 1, &r, &info));
 	free(iter);
 	CU_ASSERT_EQUAL_FATAL(r->n_records, 1);
 	CU_ASSERT_STRING_EQUAL(r->records[0].sequence_number, put_seq[2]);
@@ -312,9 +279,9 @@ static void test_iterator_types(void)
 	 * it, so kinesalite answers (it hangs past the last record). */
 	pos.type = KINESIS_ITER_AT_TIMESTAMP;
 	pos.timestamp_ms = first_arrival_ms;
-	CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.stream, "shardId-000000000000", &pos, &iter,
+	TF_CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.stream, "shardId-000000000000", &pos, &iter,
 					    &info));
-	CHECK_OK(kinesis_get_records(&fx.c, iter, 1, &r, &info));
+	TF_CHECK_OK(kinesis_get_records(&fx.c, iter, 1, &r, &info));
 	free(iter);
 	CU_ASSERT_EQUAL_FATAL(r->n_records, 1);
 	CU_ASSERT_STRING_EQUAL(r->records[0].sequence_number, put_seq[0]);
@@ -322,16 +289,16 @@ static void test_iterator_types(void)
 
 	/* LATEST: nothing yet, then exactly what is put afterwards. */
 	pos.type = KINESIS_ITER_LATEST;
-	CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.stream, "shardId-000000000000", &pos, &iter,
+	TF_CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.stream, "shardId-000000000000", &pos, &iter,
 					    &info));
-	CHECK_OK(kinesis_get_records(&fx.c, iter, 10, &r, &info));
+	TF_CHECK_OK(kinesis_get_records(&fx.c, iter, 10, &r, &info));
 	free(iter);
 	CU_ASSERT_EQUAL(r->n_records, 0);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(r->next_iterator);
 	iter = strdup(r->next_iterator);
 	kinesis_records_free(r);
-	CHECK_OK(kinesis_put_records(&fx.c, fx.stream, &e, 1, &res, &info));
-	CHECK_OK(kinesis_get_records(&fx.c, iter, 10, &r, &info));
+	TF_CHECK_OK(kinesis_put_records(&fx.c, fx.stream, &e, 1, &res, &info));
+	TF_CHECK_OK(kinesis_get_records(&fx.c, iter, 10, &r, &info));
 	free(iter);
 	CU_ASSERT_EQUAL_FATAL(r->n_records, 1);
 	CU_ASSERT_STRING_EQUAL(r->records[0].sequence_number, res->r[0].sequence_number);
@@ -374,7 +341,7 @@ static void test_put_records_limits(void)
 					    &info),
 			KL_EINVAL);
 	CU_ASSERT_EQUAL(fx.c.stats.attempts, attempts); /* refused locally */
-	CHECK_OK(kinesis_put_records(&fx.c, fx.stream, e, KINESIS_PUT_RECORDS_MAX, &res, &info));
+	TF_CHECK_OK(kinesis_put_records(&fx.c, fx.stream, e, KINESIS_PUT_RECORDS_MAX, &res, &info));
 	CU_ASSERT_EQUAL(res->n, KINESIS_PUT_RECORDS_MAX);
 	CU_ASSERT_EQUAL(res->failed_count, 0);
 	free(res);
@@ -399,11 +366,11 @@ static void test_split_merge(void)
 	size_t n = 0, nrec = 0;
 	int calls;
 
-	CHECK_OK(kinesis_create_stream(&fx.c, fx.reshard, 1, &info));
-	CHECK_OK(kinesis_wait_active(&fx.c, fx.reshard, 30000, NULL, &info));
+	TF_CHECK_OK(kinesis_create_stream(&fx.c, fx.reshard, 1, &info));
+	TF_CHECK_OK(kinesis_wait_active(&fx.c, fx.reshard, 30000, NULL, &info));
 	e[0] = (struct kinesis_put_entry){ "p1", 2, "a", NULL };
 	e[1] = (struct kinesis_put_entry){ "p2", 2, "b", NULL };
-	CHECK_OK(kinesis_put_records(&fx.c, fx.reshard, e, 2, &res, &info));
+	TF_CHECK_OK(kinesis_put_records(&fx.c, fx.reshard, e, 2, &res, &info));
 	free(res);
 
 	/* Split at the midpoint of the hash range. */
@@ -411,10 +378,10 @@ static void test_split_merge(void)
 	CU_ASSERT_EQUAL(kinesis_hash_key_parse(MAX_HASH, &hi), KL_OK);
 	kinesis_hash_key_mid(&lo, &hi, &mid);
 	kinesis_hash_key_format(&mid, mid_dec);
-	CHECK_OK(kinesis_split_shard(&fx.c, fx.reshard, "shardId-000000000000", mid_dec, &info));
-	CHECK_OK(kinesis_wait_active(&fx.c, fx.reshard, 30000, NULL, &info));
+	TF_CHECK_OK(kinesis_split_shard(&fx.c, fx.reshard, "shardId-000000000000", mid_dec, &info));
+	TF_CHECK_OK(kinesis_wait_active(&fx.c, fx.reshard, 30000, NULL, &info));
 
-	CHECK_OK(kinesis_list_shards(&fx.c, fx.reshard, NULL, &shards, &n, &info));
+	TF_CHECK_OK(kinesis_list_shards(&fx.c, fx.reshard, NULL, &shards, &n, &info));
 	CU_ASSERT_EQUAL_FATAL(n, 3);
 	parent = find_shard(shards, n, "shardId-000000000000");
 	CU_ASSERT_PTR_NOT_NULL_FATAL(parent);
@@ -437,7 +404,7 @@ static void test_split_merge(void)
 	snprintf(child_b, sizeof(child_b), "%s", b->shard_id);
 
 	/* The closed parent: its records, then the end (no NextShardIterator). */
-	CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.reshard, "shardId-000000000000", &pos, &iter,
+	TF_CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.reshard, "shardId-000000000000", &pos, &iter,
 					    &info));
 	calls = drain_shard(iter, 1, 10, out, sizeof(out), &nrec);
 	free(iter);
@@ -451,16 +418,16 @@ static void test_split_merge(void)
 	e[0] = (struct kinesis_put_entry){ "ca", 2, "x", "0" };
 	e[1] = (struct kinesis_put_entry){ "cb", 2, "x", MAX_HASH };
 	e[2] = (struct kinesis_put_entry){ "cb2", 3, "x", mid_dec };
-	CHECK_OK(kinesis_put_records(&fx.c, fx.reshard, e, 3, &res, &info));
+	TF_CHECK_OK(kinesis_put_records(&fx.c, fx.reshard, e, 3, &res, &info));
 	CU_ASSERT_STRING_EQUAL(res->r[0].shard_id, child_a);
 	CU_ASSERT_STRING_EQUAL(res->r[1].shard_id, child_b);
 	CU_ASSERT_STRING_EQUAL(res->r[2].shard_id, child_b);
 	free(res);
 
 	/* Merge the two children back into one. */
-	CHECK_OK(kinesis_merge_shards(&fx.c, fx.reshard, child_a, child_b, &info));
-	CHECK_OK(kinesis_wait_active(&fx.c, fx.reshard, 30000, NULL, &info));
-	CHECK_OK(kinesis_list_shards(&fx.c, fx.reshard, NULL, &shards, &n, &info));
+	TF_CHECK_OK(kinesis_merge_shards(&fx.c, fx.reshard, child_a, child_b, &info));
+	TF_CHECK_OK(kinesis_wait_active(&fx.c, fx.reshard, 30000, NULL, &info));
+	TF_CHECK_OK(kinesis_list_shards(&fx.c, fx.reshard, NULL, &shards, &n, &info));
 	CU_ASSERT_EQUAL_FATAL(n, 4);
 	for (size_t i = 0; i < n; i++)
 		if (!kinesis_shard_is_closed(&shards[i]))
@@ -474,12 +441,12 @@ static void test_split_merge(void)
 	CU_ASSERT_TRUE(kinesis_shard_is_closed(find_shard(shards, n, child_b)));
 
 	/* Both merged parents read to their ends. */
-	CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.reshard, child_b, &pos, &iter, &info));
+	TF_CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.reshard, child_b, &pos, &iter, &info));
 	calls = drain_shard(iter, 10, 10, out, sizeof(out), &nrec);
 	free(iter);
 	CU_ASSERT(calls > 0);
 	CU_ASSERT_STRING_EQUAL(out, "cb\ncb2\n");
-	CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.reshard, child_a, &pos, &iter, &info));
+	TF_CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.reshard, child_a, &pos, &iter, &info));
 	calls = drain_shard(iter, 10, 10, out, sizeof(out), &nrec);
 	free(iter);
 	CU_ASSERT(calls > 0);
@@ -487,10 +454,10 @@ static void test_split_merge(void)
 
 	/* The merged shard takes new records and stays open. */
 	e[0] = (struct kinesis_put_entry){ "m", 1, "x", NULL };
-	CHECK_OK(kinesis_put_records(&fx.c, fx.reshard, e, 1, &res, &info));
+	TF_CHECK_OK(kinesis_put_records(&fx.c, fx.reshard, e, 1, &res, &info));
 	CU_ASSERT_STRING_EQUAL(res->r[0].shard_id, m->shard_id);
 	free(res);
-	CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.reshard, m->shard_id, &pos, &iter, &info));
+	TF_CHECK_OK(kinesis_get_shard_iterator(&fx.c, fx.reshard, m->shard_id, &pos, &iter, &info));
 	calls = drain_shard(iter, 10, 2, out, sizeof(out), &nrec);
 	free(iter);
 	CU_ASSERT_EQUAL(calls, -1);
@@ -508,8 +475,8 @@ static void test_delete_streams(void)
 	struct kl_errinfo info;
 	enum kl_err err;
 
-	CHECK_OK(kinesis_delete_stream(&fx.c, fx.stream, &info));
-	CHECK_OK(kinesis_delete_stream(&fx.c, fx.reshard, &info));
+	TF_CHECK_OK(kinesis_delete_stream(&fx.c, fx.stream, &info));
+	TF_CHECK_OK(kinesis_delete_stream(&fx.c, fx.reshard, &info));
 	/* Gone, or on its way (deleteStreamMs may be non-zero). */
 	err = kinesis_describe_stream_summary(&fx.c, fx.stream, &s, &info);
 	CU_ASSERT(err == KL_ENOTFOUND || (err == KL_OK && s.status == KINESIS_STREAM_DELETING));

@@ -28,6 +28,7 @@
 
 #include "aws.h"
 #include "creds.h"
+#include "fixture.h"
 #include "ddb.h"
 #include "http.h"
 #include "lease.h"
@@ -94,37 +95,15 @@ static struct {
 	char keys[N_LEASES][40];
 } fx;
 
-static void fmt_err(const char *what, enum kl_err err, const struct kl_errinfo *info)
-{
-	char buf[768];
-
-	if (err)
-		fprintf(stderr, "\n  %s: %s\n", what, kl_errinfo_format(err, info, buf, sizeof(buf)));
-}
-
-#define CHECK_OK(call)                                 \
-	do {                                           \
-		struct kl_errinfo *info_ = &info;      \
-		enum kl_err e_ = (call);               \
-		fmt_err(#call, e_, info_);             \
-		CU_ASSERT_EQUAL_FATAL(e_, KL_OK);      \
-	} while (0)
-
 /* ---------------------------------------------------------------- setup */
 
 static int setup(void)
 {
 	const char *endpoint = kl_test_env_or_skip("KL_TEST_DYNAMODB_ENDPOINT");
-	struct creds_config cc = { 0 };
 
-	cc.access_key_id = kl_test_env_or_skip("KL_TEST_ACCESS_KEY_ID");
-	cc.secret_access_key = kl_test_env_or_skip("KL_TEST_SECRET_ACCESS_KEY");
-	cc.disable_imds = 1;
-	if (http_global_init() != KL_OK || creds_chain_new(&cc, &fx.creds) != KL_OK)
+	if (tf_aws_init(&fx.creds) != KL_OK)
 		return -1;
-	fx.ac.service = "dynamodb";
-	fx.ac.region = "us-east-1";
-	fx.ac.endpoint = endpoint;
+	tf_client_config("dynamodb", endpoint, &fx.ac);
 	/* Lease writes must finish well within the failover time. */
 	fx.ac.http.timeout_ms = 2000;
 	fx.ac.http.connect_timeout_ms = 500;
@@ -153,7 +132,7 @@ static struct lease_store *new_store(const char *table, unsigned max_clients, si
 	cfg.max_clients = max_clients;
 	cfg.max_items = max_items;
 	cfg.scan_page_limit = page_limit;
-	CHECK_OK(lease_store_ddb_new(&cfg, &s, &info));
+	TF_CHECK_OK(lease_store_ddb_new(&cfg, &s, &info));
 	return s;
 }
 
@@ -163,7 +142,7 @@ static json_object *raw_get(const char *table, const char *key)
 	json_object *k = ddb_key_s(LEASE_ATTR_KEY, key), *item = NULL;
 	struct kl_errinfo info;
 
-	CHECK_OK(ddb_get_item(&fx.raw, table, k, true, &item, &info));
+	TF_CHECK_OK(ddb_get_item(&fx.raw, table, k, true, &item, &info));
 	json_object_put(k);
 	return item;
 }
@@ -172,7 +151,7 @@ static void raw_put(const char *table, json_object *item)
 {
 	struct kl_errinfo info;
 
-	CHECK_OK(ddb_put_item(&fx.raw, table, item, NULL, NULL, &info));
+	TF_CHECK_OK(ddb_put_item(&fx.raw, table, item, NULL, NULL, &info));
 }
 
 static uint64_t raw_counter(json_object *item)
@@ -220,9 +199,9 @@ static void test_ensure_table(void)
 	struct kl_errinfo info;
 	char bad_table[80];
 
-	CHECK_OK(lease_store_ddb_ensure_table(s, 20000, &info));
-	CHECK_OK(lease_store_ddb_ensure_table(s, 20000, &info)); /* exists: fine */
-	CHECK_OK(ddb_describe_table(&fx.raw, fx.ops_table, &d, &info));
+	TF_CHECK_OK(lease_store_ddb_ensure_table(s, 20000, &info));
+	TF_CHECK_OK(lease_store_ddb_ensure_table(s, 20000, &info)); /* exists: fine */
+	TF_CHECK_OK(ddb_describe_table(&fx.raw, fx.ops_table, &d, &info));
 	CU_ASSERT_EQUAL(d.status, DDB_TABLE_ACTIVE);
 	CU_ASSERT_STRING_EQUAL(d.hash_key, "leaseKey");
 	CU_ASSERT_STRING_EQUAL(d.hash_key_type, "S");
@@ -232,15 +211,15 @@ static void test_ensure_table(void)
 
 	/* A table keyed otherwise is not a lease table. */
 	snprintf(bad_table, sizeof(bad_table), "%s-badkey", fx.ops_table);
-	CHECK_OK(ddb_create_table(&fx.raw, bad_table, "id", "S", &info));
+	TF_CHECK_OK(ddb_create_table(&fx.raw, bad_table, "id", "S", &info));
 	bad = new_store(bad_table, 0, 0, 0);
 	CU_ASSERT_EQUAL(lease_store_ddb_ensure_table(bad, 20000, &info), KL_ECONFIG);
 	lease_store_free(bad);
-	CHECK_OK(ddb_delete_table(&fx.raw, bad_table, &info));
+	TF_CHECK_OK(ddb_delete_table(&fx.raw, bad_table, &info));
 
 	/* The fleet's table, created by the same call. */
 	s = new_store(fx.table, 0, 0, 0);
-	CHECK_OK(lease_store_ddb_ensure_table(s, 20000, &info));
+	TF_CHECK_OK(lease_store_ddb_ensure_table(s, 20000, &info));
 	lease_store_free(s);
 }
 
@@ -271,7 +250,7 @@ static void test_store_ops(void)
 	CU_ASSERT_EQUAL(lease_set_str(&l.starting_hash_key, "0"), KL_OK);
 	CU_ASSERT_EQUAL(lease_set_str(&l.ending_hash_key, "340282366920938463463374607431768211455"),
 			KL_OK);
-	CHECK_OK(lease_store_create(s, &l, &info));
+	TF_CHECK_OK(lease_store_create(s, &l, &info));
 	CU_ASSERT_EQUAL(lease_store_create(s, &l, &info), KL_ECONFLICT);
 	CU_ASSERT_STRING_EQUAL(info.aws_code, "ConditionalCheckFailedException");
 	lease_done(&l);
@@ -299,20 +278,20 @@ static void test_store_ops(void)
 	}
 	json_object_put(item);
 
-	CHECK_OK(lease_store_get(s, "op-1", &got, &info));
+	TF_CHECK_OK(lease_store_get(s, "op-1", &got, &info));
 	CU_ASSERT_EQUAL(got.counter, 0);
 	CU_ASSERT_EQUAL(got.parents.n, 2);
 	lease_done(&got);
 	CU_ASSERT_EQUAL(lease_store_get(s, "op-none", &got, &info), KL_ENOTFOUND);
 
 	/* renew: on the counter only */
-	CHECK_OK(lease_store_renew(s, "op-1", 0, "sess-1", 1790000000000LL, &info));
+	TF_CHECK_OK(lease_store_renew(s, "op-1", 0, "sess-1", 1790000000000LL, &info));
 	CU_ASSERT_EQUAL(lease_store_renew(s, "op-1", 0, "sess-1", 0, &info), KL_ECONFLICT);
 	CU_ASSERT_EQUAL(lease_store_renew(s, "op-none", 0, "sess-1", 0, &info), KL_ECONFLICT);
 	CU_ASSERT_PTR_NULL(raw_get(fx.ops_table, "op-none")); /* UpdateItem created nothing */
 
 	/* take: owner, switches + 1, session, heartbeat */
-	CHECK_OK(lease_store_take(s, "op-1", 1, "w1", "sess-1", 1790000000001LL, true, &info));
+	TF_CHECK_OK(lease_store_take(s, "op-1", 1, "w1", "sess-1", 1790000000001LL, true, &info));
 	CU_ASSERT_EQUAL(lease_store_take(s, "op-1", 1, "w2", "sess-2", 0, true, &info), KL_ECONFLICT);
 	item = raw_get(fx.ops_table, "op-1");
 	CU_ASSERT_STRING_EQUAL(ddb_get_s(item, "leaseOwner"), "w1");
@@ -323,7 +302,7 @@ static void test_store_ops(void)
 	json_object_put(item);
 
 	/* prepare, then checkpoint: the two phases in the raw item */
-	CHECK_OK(lease_store_prepare(s, "op-1", 2, "sess-1", &cp, state, sizeof(state), &info));
+	TF_CHECK_OK(lease_store_prepare(s, "op-1", 2, "sess-1", &cp, state, sizeof(state), &info));
 	CU_ASSERT_EQUAL(lease_store_prepare(s, "op-1", 2, "sess-1", &cp, NULL, 0, &info), KL_ECONFLICT);
 	item = raw_get(fx.ops_table, "op-1");
 	CU_ASSERT_STRING_EQUAL(ddb_get_s(item, "pendingCheckpoint"), SEQ56);
@@ -334,7 +313,7 @@ static void test_store_ops(void)
 	CU_ASSERT_STRING_EQUAL(ddb_get_s(item, "checkpoint"), "TRIM_HORIZON");
 	CU_ASSERT_STRING_EQUAL(ddb_get_n(item, "ownerSwitchesSinceCheckpoint"), "1");
 	json_object_put(item);
-	CHECK_OK(lease_store_checkpoint(s, "op-1", 3, "sess-1", &cp, &info));
+	TF_CHECK_OK(lease_store_checkpoint(s, "op-1", 3, "sess-1", &cp, &info));
 	CU_ASSERT_EQUAL(lease_store_checkpoint(s, "op-1", 3, "sess-1", &cp, &info), KL_ECONFLICT);
 	item = raw_get(fx.ops_table, "op-1");
 	CU_ASSERT_STRING_EQUAL(ddb_get_s(item, "checkpoint"), SEQ56);
@@ -349,8 +328,8 @@ static void test_store_ops(void)
 	/* update_meta: no counter bump, needs a lease */
 	CU_ASSERT_EQUAL(lease_strset_add(&kids, "op-c1"), KL_OK);
 	CU_ASSERT_EQUAL(lease_strset_add(&kids, "op-c2"), KL_OK);
-	CHECK_OK(lease_store_update_meta(s, "op-1", &kids, NULL, NULL, &info));
-	CHECK_OK(lease_store_update_meta(s, "op-1", NULL, NULL, NULL, &info));
+	TF_CHECK_OK(lease_store_update_meta(s, "op-1", &kids, NULL, NULL, &info));
+	TF_CHECK_OK(lease_store_update_meta(s, "op-1", NULL, NULL, NULL, &info));
 	CU_ASSERT_EQUAL(lease_store_update_meta(s, "op-none", &kids, NULL, NULL, &info), KL_ECONFLICT);
 	CU_ASSERT_EQUAL(lease_store_update_meta(s, "op-none", NULL, NULL, NULL, &info), KL_ECONFLICT);
 	CU_ASSERT_PTR_NULL(raw_get(fx.ops_table, "op-none"));
@@ -362,7 +341,7 @@ static void test_store_ops(void)
 	/* release: owner and counter */
 	CU_ASSERT_EQUAL(lease_store_release(s, "op-1", 4, "w2", &info), KL_ECONFLICT);
 	CU_ASSERT_EQUAL(lease_store_release(s, "op-1", 3, "w1", &info), KL_ECONFLICT);
-	CHECK_OK(lease_store_release(s, "op-1", 4, "w1", &info));
+	TF_CHECK_OK(lease_store_release(s, "op-1", 4, "w1", &info));
 	CU_ASSERT_EQUAL(lease_store_release(s, "op-1", 5, "w1", &info), KL_ECONFLICT); /* no owner */
 	item = raw_get(fx.ops_table, "op-1");
 	CU_ASSERT_FALSE(ddb_has(item, "leaseOwner"));
@@ -387,7 +366,7 @@ static void test_store_ops(void)
 
 	/* delete: on the counter */
 	CU_ASSERT_EQUAL(lease_store_delete(s, "op-1", 4, &info), KL_ECONFLICT);
-	CHECK_OK(lease_store_delete(s, "op-1", 5, &info));
+	TF_CHECK_OK(lease_store_delete(s, "op-1", 5, &info));
 	CU_ASSERT_EQUAL(lease_store_get(s, "op-1", &got, &info), KL_ENOTFOUND);
 	lease_store_free(s);
 }
@@ -406,11 +385,11 @@ static void test_store_scan(void)
 
 		snprintf(key, sizeof(key), "scan-%d", i);
 		make_lease(&l, key, LEASE_ESN_LATEST);
-		CHECK_OK(lease_store_create(s, &l, &info));
+		TF_CHECK_OK(lease_store_create(s, &l, &info));
 		lease_done(&l);
 	}
 	/* op-worker (WORKER_METRIC_STATS) is still there: 6 items, 5 leases, pages of 2. */
-	CHECK_OK(lease_store_scan(s, &list, &info));
+	TF_CHECK_OK(lease_store_scan(s, &list, &info));
 	CU_ASSERT_EQUAL(list.n, 5);
 	for (size_t i = 0; i < list.n; i++)
 		CU_ASSERT_EQUAL(strncmp(list.items[i].key, "scan-", 5), 0);
@@ -470,7 +449,7 @@ static void test_store_threads(void)
 		h[i].renews = RENEWS;
 		snprintf(h[i].key, sizeof(h[i].key), "thr-%d", i);
 		make_lease(&l, h[i].key, LEASE_ESN_LATEST);
-		CHECK_OK(lease_store_create(s, &l, &info));
+		TF_CHECK_OK(lease_store_create(s, &l, &info));
 		lease_done(&l);
 	}
 	for (int i = 0; i < THREADS; i++)
@@ -482,7 +461,7 @@ static void test_store_threads(void)
 
 		CU_ASSERT_EQUAL(h[i].ok, RENEWS);
 		CU_ASSERT_EQUAL(h[i].scans_ok, (RENEWS + 4) / 5);
-		CHECK_OK(lease_store_get(s, h[i].key, &got, &info));
+		TF_CHECK_OK(lease_store_get(s, h[i].key, &got, &info));
 		CU_ASSERT_EQUAL(got.counter, RENEWS);
 		lease_done(&got);
 	}
@@ -527,7 +506,7 @@ static void worker_start(int i)
 	cfg.take_interval_ms = TAKE_INTERVAL_MS;
 	cfg.max_steal = 3;
 	w->store = new_store(fx.table, 4, 0, 0);
-	CHECK_OK(lease_coord_new(&cfg, w->store, &fx.clock, NULL, &c, &info));
+	TF_CHECK_OK(lease_coord_new(&cfg, w->store, &fx.clock, NULL, &c, &info));
 	atomic_store(&w->stop, false);
 	atomic_store(&w->paused, false);
 	pthread_mutex_lock(&fx.mu);
@@ -547,7 +526,7 @@ static void worker_stop(int i, bool release)
 	if (!w->coord)
 		return;
 	if (release)
-		CHECK_OK(lease_coord_release_all(w->coord, &info));
+		TF_CHECK_OK(lease_coord_release_all(w->coord, &info));
 	atomic_store(&w->stop, true);
 	if (w->thread_running)
 		pthread_join(w->thread, NULL);
@@ -720,7 +699,7 @@ static void test_fleet_table(void)
 		struct lease l;
 
 		make_lease(&l, fx.keys[i], LEASE_ESN_TRIM_HORIZON);
-		CHECK_OK(lease_store_create(s, &l, &info));
+		TF_CHECK_OK(lease_store_create(s, &l, &info));
 		lease_done(&l);
 	}
 	for (int i = 0; i < 2; i++) {
@@ -814,7 +793,7 @@ static void test_fleet_checkpoints(void)
 		CU_ASSERT_FATAL(h >= 0);
 		snprintf(seq, sizeof(seq), "%d", 1000 + k);
 		e = esn(seq, 0);
-		CHECK_OK(lease_coord_checkpoint(fx.w[h].coord, fx.keys[k], token, &e, &info));
+		TF_CHECK_OK(lease_coord_checkpoint(fx.w[h].coord, fx.keys[k], token, &e, &info));
 	}
 	for (int k = 0; k < N_LEASES; k++) {
 		item = raw_get(fx.table, fx.keys[k]);
@@ -830,7 +809,7 @@ static void test_fleet_checkpoints(void)
 	/* Phase 1 on shardId 5: the intent, and only the intent, changes. */
 	h = holder_of(fx.keys[5], &token);
 	CU_ASSERT_FATAL(h >= 0);
-	CHECK_OK(lease_coord_prepare(fx.w[h].coord, fx.keys[5], token, &pend, state, sizeof(state),
+	TF_CHECK_OK(lease_coord_prepare(fx.w[h].coord, fx.keys[5], token, &pend, state, sizeof(state),
 				     &info));
 	item = raw_get(fx.table, fx.keys[5]);
 	{
@@ -852,7 +831,7 @@ static void test_fleet_checkpoints(void)
 	CU_ASSERT_STRING_EQUAL(ddb_get_s(item, "checkpoint"), "1005");
 	json_object_put(item);
 	/* Phase 2: the checkpoint moves, the intent goes. */
-	CHECK_OK(lease_coord_checkpoint(fx.w[h].coord, fx.keys[5], token, &pend, &info));
+	TF_CHECK_OK(lease_coord_checkpoint(fx.w[h].coord, fx.keys[5], token, &pend, &info));
 	item = raw_get(fx.table, fx.keys[5]);
 	CU_ASSERT_STRING_EQUAL(ddb_get_s(item, "checkpoint"), SEQ56);
 	CU_ASSERT_STRING_EQUAL(ddb_get_n(item, "checkpointSubSequenceNumber"), "3");
@@ -926,7 +905,7 @@ static void test_fleet_release(void)
 	n = held_keys(2, keys, N_LEASES);
 	CU_ASSERT_FATAL(n >= 1);
 	token = processable_token(2, keys[0]);
-	CHECK_OK(lease_coord_prepare(fx.w[2].coord, keys[0], token, &pend, state, sizeof(state),
+	TF_CHECK_OK(lease_coord_prepare(fx.w[2].coord, keys[0], token, &pend, state, sizeof(state),
 				     &info));
 
 	t0 = kl_mono_ms();
@@ -949,7 +928,7 @@ static void test_fleet_release(void)
 	}
 	lease_grants_free(g, ng);
 	CU_ASSERT(found);
-	CHECK_OK(lease_coord_checkpoint(fx.w[h].coord, keys[0], token, &pend, &info));
+	TF_CHECK_OK(lease_coord_checkpoint(fx.w[h].coord, keys[0], token, &pend, &info));
 	{
 		json_object *item = raw_get(fx.table, keys[0]);
 
@@ -991,7 +970,7 @@ static void test_fleet_lost_checkpoint(void)
 	atomic_store(&fx.w[1].paused, true);
 
 	item = raw_get(fx.table, keys[0]);
-	CHECK_OK(lease_store_take(thief, keys[0], raw_counter(item), "thief", "thief-session", 0,
+	TF_CHECK_OK(lease_store_take(thief, keys[0], raw_counter(item), "thief", "thief-session", 0,
 				  true, &info));
 	json_object_put(item);
 	/* Locally B cannot know yet... */

@@ -39,10 +39,12 @@
 
 #include "aws.h"
 #include "creds.h"
+#include "fixture.h"
 #include "http.h"
 #include "kinesis.h"
 #include "lease_store_ddb.h"
 #include "poison.h"
+#include "proc.h"
 #include "s3.h"
 #include "testutil.h"
 #include "util.h"
@@ -88,7 +90,7 @@ struct scen {
 };
 
 static struct {
-	const char *kinesis, *dynamodb, *s3, *key_id, *secret;
+	struct tf_env env;
 	char bin[4096], lakecheck[4096];
 	char dir[512], bucket[64];
 	struct creds_chain *creds;
@@ -101,8 +103,7 @@ static void kill_all(void)
 {
 	for (int i = 0; i < MAX_PROCS; i++)
 		if (fx.p[i].pid > 0) {
-			kill(fx.p[i].pid, SIGKILL);
-			waitpid(fx.p[i].pid, NULL, 0);
+			tp_kill(fx.p[i].pid);
 			fx.p[i].pid = 0;
 		}
 }
@@ -112,47 +113,6 @@ static void on_fatal_signal(int sig)
 	kill_all();
 	signal(sig, SIG_DFL);
 	raise(sig);
-}
-
-static void step(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void step(const char *fmt, ...)
-{
-	int64_t now = kl_wall_ms();
-	time_t secs = (time_t)(now / 1000);
-	struct tm tm;
-	char when[32];
-	va_list ap;
-
-	gmtime_r(&secs, &tm);
-	strftime(when, sizeof(when), "%H:%M:%S", &tm);
-	fprintf(stderr, "\n  [%s.%03d] ", when, (int)(now % 1000));
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-}
-
-static void fmt_err(const char *what, enum kl_err err, const struct kl_errinfo *info)
-{
-	char buf[768];
-
-	if (err)
-		fprintf(stderr, "\n  %s: %s\n", what, kl_errinfo_format(err, info, buf, sizeof(buf)));
-}
-
-static char *read_file(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	char *buf;
-	size_t n;
-
-	if (!f)
-		return NULL;
-	buf = calloc(1, 8 << 20);
-	n = buf ? fread(buf, 1, (8 << 20) - 1, f) : 0;
-	fclose(f);
-	if (buf)
-		buf[n] = '\0';
-	return buf;
 }
 
 static int count_in(const char *text, const char *needle)
@@ -180,12 +140,10 @@ static void log_path(const char *name, char *out, size_t size)
 static void write_conf(const char *name, const struct scen *s)
 {
 	char path[600];
-	FILE *f;
+	int rc;
 
 	conf_path(name, path, sizeof(path));
-	f = fopen(path, "w");
-	CU_ASSERT_FATAL(f != NULL);
-	fprintf(f,
+	rc = tp_write_file(path,
 		"application = \"%s\";\n"
 		"worker_id = \"%s\";\n"
 		"stream = \"%s\";\n"
@@ -204,26 +162,9 @@ static void write_conf(const char *name, const struct scen *s)
 		"retry = { max_attempts = 3; };\n"
 		"log = { level = \"info\"; file = \"%s/%s.log\"; };\n",
 		s->app, name, s->stream, fx.dir, name, KL_TEST_BUILDDIR, MAX_CRASHES, fx.bucket,
-		s->data_prefix, s->error_prefix, fx.key_id, fx.secret, fx.kinesis, fx.dynamodb, fx.s3,
+		s->data_prefix, s->error_prefix, fx.env.key_id, fx.env.secret, fx.env.kinesis, fx.env.dynamodb, fx.env.s3,
 		fx.dir, name);
-	fclose(f);
-	chmod(path, 0600);
-}
-
-static void child_env(void)
-{
-	struct rlimit no_core = { 0, 0 };
-
-	/* The fixture aborts: no core files in the build tree. */
-	setrlimit(RLIMIT_CORE, &no_core);
-	unsetenv("HTTP_PROXY");
-	unsetenv("HTTPS_PROXY");
-	unsetenv("http_proxy");
-	unsetenv("https_proxy");
-	unsetenv("ALL_PROXY");
-	setenv("NO_PROXY", "127.0.0.1,localhost", 1);
-	unsetenv("NOTIFY_SOCKET");
-	unsetenv("WATCHDOG_USEC");
+	CU_ASSERT_FATAL(rc == 0);
 }
 
 static struct proc *proc_named(const char *name)
@@ -244,29 +185,19 @@ static struct proc *proc_named(const char *name)
 static void start(struct proc *p)
 {
 	char conf[600], out[600];
+	char *argv[] = { fx.bin, "run", "-c", conf, NULL };
+	/* The fixture aborts: no core files in the build tree. */
+	struct tp_child c = { .flags = TP_NO_CORE, .out_path = out, .err_path = out };
 	pid_t pid;
 
 	CU_ASSERT_FATAL(p->pid <= 0);
 	conf_path(p->name, conf, sizeof(conf));
 	snprintf(out, sizeof(out), "%s/%s.out", fx.dir, p->name);
-	fflush(NULL);
-	pid = fork();
+	pid = tp_spawn(argv, &c);
 	CU_ASSERT_FATAL(pid >= 0);
-	if (pid == 0) {
-		int fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0644);
-
-		child_env();
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-			close(fd);
-		}
-		execl(fx.bin, fx.bin, "run", "-c", conf, (char *)NULL);
-		_exit(127);
-	}
 	p->pid = pid;
 	p->starts++;
-	step("started %s (pid %ld, start %d)", p->name, (long)pid, p->starts);
+	tp_step("started %s (pid %ld, start %d)", p->name, (long)pid, p->starts);
 }
 
 /* Reaps p if it ended: true then, with a crash counted unless it exited 0
@@ -275,19 +206,19 @@ static bool reaped(struct proc *p, int *ret_status)
 {
 	int status;
 
-	if (p->pid <= 0 || waitpid(p->pid, &status, WNOHANG) != p->pid)
+	if (p->pid <= 0 || !tp_reap(p->pid, 0, &status))
 		return false;
 	p->pid = 0;
 	if (ret_status)
 		*ret_status = status;
 	if (WIFSIGNALED(status)) {
 		p->crashes++;
-		step("%s died of signal %d (crash %d)", p->name, WTERMSIG(status), p->crashes);
+		tp_step("%s died of signal %d (crash %d)", p->name, WTERMSIG(status), p->crashes);
 	} else if (WEXITSTATUS(status) != 0) {
 		p->crashes++;
-		step("%s exited %d (crash %d)", p->name, WEXITSTATUS(status), p->crashes);
+		tp_step("%s exited %d (crash %d)", p->name, WEXITSTATUS(status), p->crashes);
 	} else {
-		step("%s exited 0", p->name);
+		tp_step("%s exited 0", p->name);
 	}
 	return true;
 }
@@ -311,7 +242,7 @@ static void stop(struct proc *p)
 	int status;
 
 	CU_ASSERT_FATAL(p->pid > 0);
-	step("SIGTERM %s", p->name);
+	tp_step("SIGTERM %s", p->name);
 	kill(p->pid, SIGTERM);
 	status = wait_end(p, 20000);
 	CU_ASSERT_TRUE(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -355,7 +286,7 @@ static void produce(struct scen *s, const char *const *hash_keys, int n_keys, in
 			s->n++;
 		}
 	err = kinesis_put_records(&fx.kc, s->stream, e, (size_t)s->n, &res, &info);
-	fmt_err("PutRecords", err, &info);
+	tf_report("PutRecords", err, &info);
 	CU_ASSERT_FATAL(err == KL_OK);
 	CU_ASSERT_EQUAL_FATAL(res->failed_count, 0);
 	snprintf(s->manifest, sizeof(s->manifest), "%s/%s.manifest", fx.dir, s->tag);
@@ -373,7 +304,7 @@ static void produce(struct scen *s, const char *const *hash_keys, int n_keys, in
 	}
 	fclose(mf);
 	free(res);
-	step("produced %d records into %s", s->n, s->stream);
+	tp_step("produced %d records into %s", s->n, s->stream);
 }
 
 /* ------------------------------------------------------------ S3 */
@@ -472,7 +403,7 @@ static int scan_s3(struct scen *s)
 			memset(&res, 0, sizeof(res));
 			lo.continuation_token = token[0] ? token : NULL;
 			err = s3_list_objects_v2(&fx.s3c, fx.bucket, &lo, &res, &info);
-			fmt_err("ListObjectsV2", err, &info);
+			tf_report("ListObjectsV2", err, &info);
 			CU_ASSERT_EQUAL_FATAL(err, KL_OK);
 			for (size_t k = 0; k < res.n_entries; k++) {
 				char *body = NULL;
@@ -480,7 +411,7 @@ static int scan_s3(struct scen *s)
 
 				err = s3_get_object(&fx.s3c, fx.bucket, res.entries[k].key, 16 << 20, &body,
 						    &len, NULL, &info);
-				fmt_err("GetObject", err, &info);
+				tf_report("GetObject", err, &info);
 				CU_ASSERT_EQUAL_FATAL(err, KL_OK);
 				if (!pass) {
 					count_ids(s, body, true, &bad);
@@ -537,7 +468,7 @@ static void check_exactly_once(struct scen *s)
 			 "AWS_ACCESS_KEY_ID='%s' AWS_SECRET_ACCESS_KEY='%s' NO_PROXY=127.0.0.1,localhost "
 			 "http_proxy= https_proxy= HTTP_PROXY= HTTPS_PROXY= '%s' --endpoint '%s' "
 			 "--bucket '%s' --data-prefix '%s' --error-prefix '%s' --manifest '%s' --json",
-			 fx.key_id, fx.secret, fx.lakecheck, fx.s3, fx.bucket, s->data_prefix,
+			 fx.env.key_id, fx.env.secret, fx.lakecheck, fx.env.s3, fx.bucket, s->data_prefix,
 			 s->error_prefix, s->manifest);
 		p = popen(cmd, "r");
 		CU_ASSERT_FATAL(p != NULL);
@@ -580,7 +511,7 @@ static void supervise(struct proc *p, struct scen *s, int max_crashes, int64_t m
 		CU_ASSERT_FATAL(now < end);
 		kl_sleep_ms(100);
 	}
-	step("every record of %s landed; %s crashed %d times", s->stream, p->name, p->crashes);
+	tp_step("every record of %s landed; %s crashed %d times", s->stream, p->name, p->crashes);
 	stop(p);
 }
 
@@ -598,7 +529,7 @@ static uint32_t lease_crashes(struct scen *s, const struct rec *r, const char *w
 	uint32_t n;
 
 	ac.region = "us-east-1";
-	ac.endpoint = fx.dynamodb;
+	ac.endpoint = fx.env.dynamodb;
 	ac.http.timeout_ms = 10000;
 	ac.retry.max_attempts = 3;
 	dc.table = s->app;
@@ -629,7 +560,7 @@ static void scen_init(struct scen *s, const char *tag, int shards)
 	snprintf(s->data_prefix, sizeof(s->data_prefix), "%s/data/", tag);
 	snprintf(s->error_prefix, sizeof(s->error_prefix), "%s/errors/", tag);
 	err = kinesis_create_stream(&fx.kc, s->stream, shards, &info);
-	fmt_err("CreateStream", err, &info);
+	tf_report("CreateStream", err, &info);
 	CU_ASSERT_FATAL(err == KL_OK);
 	err = kinesis_wait_active(&fx.kc, s->stream, 30000, NULL, &info);
 	CU_ASSERT_FATAL(err == KL_OK);
@@ -637,42 +568,21 @@ static void scen_init(struct scen *s, const char *tag, int shards)
 
 static void test_setup(void)
 {
-	struct creds_config cc = { 0 };
-	struct aws_client_config ac = { 0 };
 	struct kl_errinfo info = { 0 };
-	const char *bin = getenv("KL_TEST_KINLAKE");
-	const char *emu = kl_test_env_or_skip("KL_TEST_EMU_DIR");
 	long tag = (long)getpid();
 	enum kl_err err;
 
-	fx.kinesis = kl_test_env_or_skip("KL_TEST_KINESIS_ENDPOINT");
-	fx.dynamodb = kl_test_env_or_skip("KL_TEST_DYNAMODB_ENDPOINT");
-	fx.s3 = kl_test_env_or_skip("KL_TEST_S3_ENDPOINT");
-	fx.key_id = kl_test_env_or_skip("KL_TEST_ACCESS_KEY_ID");
-	fx.secret = kl_test_env_or_skip("KL_TEST_SECRET_ACCESS_KEY");
-	snprintf(fx.bin, sizeof(fx.bin), "%s", bin && *bin ? bin : KL_TEST_BUILDDIR "/kinlake");
+	tf_env_read(&fx.env);
+	CU_ASSERT_FATAL(tf_program("KL_TEST_KINLAKE", KL_TEST_BUILDDIR "/kinlake", fx.bin, sizeof(fx.bin)));
 	snprintf(fx.lakecheck, sizeof(fx.lakecheck), "%s/tests/tools/lakecheck", KL_TEST_BUILDDIR);
-	CU_ASSERT_FATAL(access(fx.bin, X_OK) == 0);
 	CU_ASSERT_FATAL(access(KL_TEST_BUILDDIR "/tests/fixtures/plugins/.libs/fx_crash.so", R_OK) == 0);
-	snprintf(fx.dir, sizeof(fx.dir), "%s/integ-poison-%ld", emu, tag);
-	CU_ASSERT_FATAL(mkdir(fx.dir, 0700) == 0);
+	CU_ASSERT_FATAL(tf_make_dir("integ-poison", fx.dir, sizeof(fx.dir)));
 	snprintf(fx.bucket, sizeof(fx.bucket), "kl-poison-%ld", tag);
-	cc.access_key_id = fx.key_id;
-	cc.secret_access_key = fx.secret;
-	cc.disable_imds = 1;
-	CU_ASSERT_FATAL(http_global_init() == KL_OK);
-	CU_ASSERT_FATAL(creds_chain_new(&cc, &fx.creds) == KL_OK);
-	ac.region = "us-east-1";
-	ac.http.timeout_ms = 20000;
-	ac.retry.max_attempts = 3;
-	ac.service = "kinesis";
-	ac.endpoint = fx.kinesis;
-	CU_ASSERT_FATAL(aws_client_init(&fx.kc, &ac, fx.creds) == KL_OK);
-	ac.service = "s3";
-	ac.endpoint = fx.s3;
-	CU_ASSERT_FATAL(aws_client_init(&fx.s3c, &ac, fx.creds) == KL_OK);
+	CU_ASSERT_FATAL(tf_aws_init(&fx.creds) == KL_OK);
+	CU_ASSERT_FATAL(tf_client_init(&fx.kc, "kinesis", fx.env.kinesis, fx.creds) == KL_OK);
+	CU_ASSERT_FATAL(tf_client_init(&fx.s3c, "s3", fx.env.s3, fx.creds) == KL_OK);
 	err = s3_create_bucket(&fx.s3c, fx.bucket, &info);
-	fmt_err("CreateBucket", err, &info);
+	tf_report("CreateBucket", err, &info);
 	CU_ASSERT_FATAL(err == KL_OK);
 	scen_init(&fx.one, "one", 2);
 	scen_init(&fx.two, "two", 1);
@@ -694,7 +604,7 @@ static void test_two_poison_records_one_worker(void)
 	CU_ASSERT(w->crashes >= MAX_CRASHES && w->crashes <= 2 * MAX_CRASHES);
 	check_exactly_once(&fx.one);
 	log_path("w1", path, sizeof(path));
-	log = read_file(path);
+	log = tp_read_file(path, (8 << 20) - 1, NULL);
 	CU_ASSERT_FATAL(log != NULL);
 	/* At least once each: a start that routed one marker may have died on
 	 * the other before committing, and the next start routes it again. */
@@ -734,7 +644,7 @@ static void test_count_carries_to_another_worker(void)
 	status = wait_end(b, 60000);
 	CU_ASSERT_FATAL(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
 	log_path("pb", path, sizeof(path));
-	log = read_file(path);
+	log = tp_read_file(path, (8 << 20) - 1, NULL);
 	CU_ASSERT_FATAL(log != NULL);
 	CU_ASSERT_PTR_NOT_NULL(strstr(log, "crashed the plugin 2 times before (limit 3): trying it again"));
 	free(log);
@@ -745,7 +655,7 @@ static void test_count_carries_to_another_worker(void)
 	CU_ASSERT_EQUAL(a->crashes, 2);
 	CU_ASSERT_EQUAL(b->crashes, 1);
 	check_exactly_once(&fx.two);
-	log = read_file(path);
+	log = tp_read_file(path, (8 << 20) - 1, NULL);
 	CU_ASSERT_FATAL(log != NULL);
 	CU_ASSERT_EQUAL(count_in(log, "crashed the plugin 3 times (limit 3): sent to the error prefix"), 1);
 	free(log);
@@ -774,7 +684,6 @@ int main(void)
 			       fx.p[i].starts, fx.p[i].crashes);
 	aws_client_done(&fx.kc);
 	aws_client_done(&fx.s3c);
-	creds_chain_free(fx.creds);
-	http_global_cleanup();
+	tf_aws_done(fx.creds);
 	return rc;
 }

@@ -27,6 +27,7 @@
 
 #include "aws.h"
 #include "creds.h"
+#include "fixture.h"
 #include "ddb.h"
 #include "http.h"
 #include "kinesis.h"
@@ -90,39 +91,16 @@ static struct {
 	const char *hold;             /* a slow consumer: this shard is not read */
 } fx;
 
-static void fmt_err(const char *what, enum kl_err err, const struct kl_errinfo *info)
-{
-	char buf[768];
-
-	if (err)
-		fprintf(stderr, "\n  %s: %s\n", what, kl_errinfo_format(err, info, buf, sizeof(buf)));
-}
-
-#define CHECK_OK(call)                                 \
-	do {                                           \
-		struct kl_errinfo *info_ = &info;      \
-		enum kl_err e_ = (call);               \
-		fmt_err(#call, e_, info_);             \
-		CU_ASSERT_EQUAL_FATAL(e_, KL_OK);      \
-	} while (0)
-
 static int setup(void)
 {
 	const char *kin = kl_test_env_or_skip("KL_TEST_KINESIS_ENDPOINT");
 	const char *ddb = kl_test_env_or_skip("KL_TEST_DYNAMODB_ENDPOINT");
-	struct creds_config cc = { 0 };
 	struct lease_shards_kinesis_config sc = { 0 };
 
-	cc.access_key_id = kl_test_env_or_skip("KL_TEST_ACCESS_KEY_ID");
-	cc.secret_access_key = kl_test_env_or_skip("KL_TEST_SECRET_ACCESS_KEY");
-	cc.disable_imds = 1;
-	if (http_global_init() != KL_OK || creds_chain_new(&cc, &fx.creds) != KL_OK)
+	if (tf_aws_init(&fx.creds) != KL_OK)
 		return -1;
-	fx.kc.service = "kinesis";
-	fx.kc.region = "us-east-1";
-	fx.kc.endpoint = kin;
+	tf_client_config("kinesis", kin, &fx.kc);
 	fx.kc.http.timeout_ms = 5000;
-	fx.kc.retry.max_attempts = 3;
 	fx.dc = fx.kc;
 	fx.dc.service = "dynamodb";
 	fx.dc.endpoint = ddb;
@@ -172,12 +150,12 @@ static void worker_start(int i)
 	dcfg.table = fx.table;
 	dcfg.aws = &fx.dc;
 	dcfg.creds = fx.creds;
-	CHECK_OK(lease_store_ddb_new(&dcfg, &w->store, &info));
-	CHECK_OK(lease_store_ddb_ensure_table(w->store, 20000, &info));
+	TF_CHECK_OK(lease_store_ddb_new(&dcfg, &w->store, &info));
+	TF_CHECK_OK(lease_store_ddb_ensure_table(w->store, 20000, &info));
 	scfg.stream = fx.stream;
 	scfg.aws = &fx.kc;
 	scfg.creds = fx.creds;
-	CHECK_OK(lease_shards_kinesis_new(&scfg, &w->shards, &info));
+	TF_CHECK_OK(lease_shards_kinesis_new(&scfg, &w->shards, &info));
 	lease_shards_kinesis_source(w->shards, &src);
 
 	memset(&cfg, 0, sizeof(cfg));
@@ -185,7 +163,7 @@ static void worker_start(int i)
 	cfg.failover_ms = FAILOVER_MS;
 	cfg.sync_interval_ms = 1000;
 	cfg.initial_position = LEASE_INITIAL_TRIM_HORIZON;
-	CHECK_OK(lease_coord_new(&cfg, w->store, &fx.clock, &src, &w->coord, &info));
+	TF_CHECK_OK(lease_coord_new(&cfg, w->store, &fx.clock, &src, &w->coord, &info));
 	atomic_store(&w->stop, false);
 	CU_ASSERT_EQUAL_FATAL(pthread_create(&w->thread, NULL, worker_main, w), 0);
 	w->thread_running = true;
@@ -215,7 +193,7 @@ static void list_shards(struct kinesis_shard **ret, size_t *ret_n)
 {
 	struct kl_errinfo info;
 
-	CHECK_OK(kinesis_list_shards(&fx.kin, fx.stream, NULL, ret, ret_n, &info));
+	TF_CHECK_OK(kinesis_list_shards(&fx.kin, fx.stream, NULL, ret, ret_n, &info));
 }
 
 /* The id of the child of parent (and of adjacent, if given); for a split,
@@ -285,7 +263,7 @@ static void put_into(const char *id, int count)
 		e[i].partition_key = "pk";
 		e[i].explicit_hash_key = start;
 	}
-	CHECK_OK(kinesis_put_records(&fx.kin, fx.stream, e, (size_t)count, &res, &info));
+	TF_CHECK_OK(kinesis_put_records(&fx.kin, fx.stream, e, (size_t)count, &res, &info));
 	CU_ASSERT_EQUAL(res->failed_count, 0);
 	for (int i = 0; i < count; i++)
 		CU_ASSERT_STRING_EQUAL(res->r[i].shard_id, id);
@@ -305,8 +283,8 @@ static void split(const char *id)
 	CU_ASSERT_EQUAL_FATAL(kinesis_hash_key_parse(end, &b), KL_OK);
 	kinesis_hash_key_mid(&a, &b, &mid);
 	kinesis_hash_key_format(&mid, mid_text);
-	CHECK_OK(kinesis_split_shard(&fx.kin, fx.stream, id, mid_text, &info));
-	CHECK_OK(kinesis_wait_active(&fx.kin, fx.stream, 10000, NULL, &info));
+	TF_CHECK_OK(kinesis_split_shard(&fx.kin, fx.stream, id, mid_text, &info));
+	TF_CHECK_OK(kinesis_wait_active(&fx.kin, fx.stream, 10000, NULL, &info));
 }
 
 /* ---------------------------------------------------------------- bookkeeping */
@@ -324,7 +302,7 @@ static json_object *raw_get(const char *key)
 	json_object *k = ddb_key_s(LEASE_ATTR_KEY, key), *item = NULL;
 	struct kl_errinfo info;
 
-	CHECK_OK(ddb_get_item(&fx.ddb, fx.table, k, true, &item, &info));
+	TF_CHECK_OK(ddb_get_item(&fx.ddb, fx.table, k, true, &item, &info));
 	json_object_put(k);
 	return item;
 }
@@ -416,7 +394,7 @@ static void consumer_start(int worker, const struct lease_grant *g)
 	c->worker = worker;
 	c->token = g->token;
 	snprintf(c->key, sizeof(c->key), "%s", g->key);
-	CHECK_OK(kinesis_get_shard_iterator(&fx.kin, fx.stream, g->key, &pos, &c->iterator, &info));
+	TF_CHECK_OK(kinesis_get_shard_iterator(&fx.kin, fx.stream, g->key, &pos, &c->iterator, &info));
 }
 
 /* The parent's lease as KCL leaves it at shard end. */
@@ -468,7 +446,7 @@ static void consumer_step(struct consumer *c)
 		consumer_drop(c);
 		return;
 	}
-	CHECK_OK(kinesis_get_records(&fx.kin, c->iterator, 100, &r, &info));
+	TF_CHECK_OK(kinesis_get_records(&fx.kin, c->iterator, 100, &r, &info));
 	if (r->n_records) {
 		struct lease_esn last;
 
@@ -502,7 +480,7 @@ static void consumer_step(struct consumer *c)
 	{
 		struct lease_shard_list kids = { NULL, 0 };
 
-		CHECK_OK(lease_shards_kinesis_children(fx.children_src, c->key, &kids, &info));
+		TF_CHECK_OK(lease_shards_kinesis_children(fx.children_src, c->key, &kids, &info));
 		CU_ASSERT_FATAL(kids.n >= 1);
 		err = lease_coord_shard_end(coord, c->key, c->token, kids.v, kids.n, &info);
 		if (err == KL_OK) {
@@ -569,8 +547,8 @@ static void test_stream_and_fleet(void)
 	struct kl_errinfo info;
 	size_t n = 0;
 
-	CHECK_OK(kinesis_create_stream(&fx.kin, fx.stream, 2, &info));
-	CHECK_OK(kinesis_wait_active(&fx.kin, fx.stream, 10000, NULL, &info));
+	TF_CHECK_OK(kinesis_create_stream(&fx.kin, fx.stream, 2, &info));
+	TF_CHECK_OK(kinesis_wait_active(&fx.kin, fx.stream, 10000, NULL, &info));
 	list_shards(&v, &n);
 	CU_ASSERT_EQUAL_FATAL(n, 2);
 	snprintf(s0, sizeof(s0), "%s", v[0].shard_id);
@@ -622,8 +600,8 @@ static void test_split_merge_slow_parents(void)
 	split(s0);
 	find_child(s0, NULL, 0, s2);
 	find_child(s0, NULL, 1, s3);
-	CHECK_OK(kinesis_merge_shards(&fx.kin, fx.stream, s3, s1, &info));
-	CHECK_OK(kinesis_wait_active(&fx.kin, fx.stream, 10000, NULL, &info));
+	TF_CHECK_OK(kinesis_merge_shards(&fx.kin, fx.stream, s3, s1, &info));
+	TF_CHECK_OK(kinesis_wait_active(&fx.kin, fx.stream, 10000, NULL, &info));
 	find_child(s3, s1, 0, s4);
 	put_into(s2, 10);
 	put_into(s4, 10);
@@ -692,7 +670,7 @@ static void test_gc_and_totals(void)
 		kl_sleep_ms(50);
 	}
 	CU_ASSERT(all_gone);
-	CHECK_OK(ddb_scan_all(&fx.ddb, fx.table, NULL, 0, &items, &info));
+	TF_CHECK_OK(ddb_scan_all(&fx.ddb, fx.table, NULL, 0, &items, &info));
 	CU_ASSERT_EQUAL(json_object_array_length(items), KL_ARRAY_LEN(kept));
 	for (size_t i = 0; i < KL_ARRAY_LEN(kept); i++) {
 		json_object *item = raw_get(kept[i]);
@@ -739,23 +717,23 @@ static void test_late_start(void)
 		dcfg.table = table;
 		dcfg.aws = &fx.dc;
 		dcfg.creds = fx.creds;
-		CHECK_OK(lease_store_ddb_new(&dcfg, &store, &info));
-		CHECK_OK(lease_store_ddb_ensure_table(store, 20000, &info));
+		TF_CHECK_OK(lease_store_ddb_new(&dcfg, &store, &info));
+		TF_CHECK_OK(lease_store_ddb_ensure_table(store, 20000, &info));
 		scfg.stream = fx.stream;
 		scfg.aws = &fx.kc;
 		scfg.creds = fx.creds;
-		CHECK_OK(lease_shards_kinesis_new(&scfg, &shards, &info));
+		TF_CHECK_OK(lease_shards_kinesis_new(&scfg, &shards, &info));
 		lease_shards_kinesis_source(shards, &src);
 		memset(&cfg, 0, sizeof(cfg));
 		cfg.worker_id = "late";
 		cfg.failover_ms = FAILOVER_MS;
 		cfg.initial_position = pos ? LEASE_INITIAL_LATEST : LEASE_INITIAL_TRIM_HORIZON;
-		CHECK_OK(lease_coord_new(&cfg, store, &fx.clock, &src, &coord, &info));
+		TF_CHECK_OK(lease_coord_new(&cfg, store, &fx.clock, &src, &coord, &info));
 		deadline = kl_mono_ms() + 5000;
 		do {
 			lease_coord_tick(coord, NULL);
 			lease_list_done(&list);
-			CHECK_OK(lease_store_scan(store, &list, &info));
+			TF_CHECK_OK(lease_store_scan(store, &list, &info));
 			kl_sleep_ms(20);
 		} while (list.n < 2 && kl_mono_ms() < deadline);
 		lease_list_sort(&list);
@@ -792,8 +770,7 @@ static void teardown(void)
 	lease_shards_kinesis_free(fx.children_src);
 	aws_client_done(&fx.kin);
 	aws_client_done(&fx.ddb);
-	creds_chain_free(fx.creds);
-	http_global_cleanup();
+	tf_aws_done(fx.creds);
 }
 
 int main(void)
