@@ -16,7 +16,7 @@
  * entries per batch (agg_full() asks the delivery to seal early) plus what
  * one record's outputs add.
  *
- * Threads: a struct agg_spec is read-only after agg_spec_new() and may be
+ * Threads: a struct agg_spec is read-only once filled in and may be
  * shared; a struct agg belongs to one shard thread (like its delivery),
  * and so does the DynamoDB client its writer uses.
  */
@@ -27,58 +27,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agg_spec.h"
 #include "aws.h"
 #include "esn.h"
 #include "kinlake/transform.h"
 #include "kl_err.h"
 #include "xform.h"
 
-#define AGG_MAX_DIMS 8
-#define AGG_MAX_SUMS 8
-#define AGG_NAME_MAX 64                /* a field or key name */
 #define AGG_VALUE_MAX 256              /* a dimension value, bytes (longer: cut at a char) */
 #define AGG_PK_MAX 2048                /* DynamoDB's partition key limit */
 #define AGG_DEFAULT_BUCKETS 4
 #define AGG_DEFAULT_MAX_ENTRIES 10000
 #define AGG_NONE_VALUE "(none)"        /* a dimension the record does not have */
 #define AGG_HASH_KEY "pk"              /* the table's only key attribute (S) */
-
-/* ------------------------------------------------------------ the spec */
-
-enum agg_dim_kind {
-	AGG_DIM_FIELD = 0,             /* a field of the output JSON object ("a.b" = nested) */
-	AGG_DIM_KEY,                   /* a partition key the plugin set ("key:NAME") */
-};
-
-struct agg_dim {
-	enum agg_dim_kind kind;
-	char name[AGG_NAME_MAX + 1];
-};
-
-/* What to aggregate; from the config's aggregates section. */
-struct agg_spec {
-	int64_t window_ms;             /* tumbling window size, > 0 */
-	int64_t lateness_ms;           /* allowed lateness, >= 0 */
-	char time_field[AGG_NAME_MAX + 1]; /* "" = the arrival time is the event time */
-	struct agg_dim dims[AGG_MAX_DIMS];
-	size_t n_dims;
-	char sums[AGG_MAX_SUMS][AGG_NAME_MAX + 1];   /* fields whose values are summed */
-	size_t n_sums;
-	uint32_t buckets;              /* write spreading: 1..1000 */
-	size_t max_entries;            /* distinct (window, dimensions) per batch */
-};
-
-/*
- * Parses the list syntax of the config into spec (the other fields are
- * left as they are): dimensions "page, action, key:dt" (1..AGG_MAX_DIMS
- * distinct names), measures "count, sum:price" ("count" is always there
- * and may be listed; up to AGG_MAX_SUMS sums). Names: [A-Za-z0-9_.-],
- * 1..AGG_NAME_MAX. KL_ECONFIG with a message naming the bad item.
- * Thread-safe.
- */
-enum kl_err agg_spec_parse_dims(const char *list, struct agg_spec *spec, struct kl_errinfo *info);
-enum kl_err agg_spec_parse_measures(const char *list, struct agg_spec *spec,
-				    struct kl_errinfo *info);
 
 /* ------------------------------------------------------------ the writer */
 

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agg_spec.h"
 #include "cfg.h"
 #include "util.h"
 
@@ -82,6 +83,9 @@ struct cfg_key {
 	int64_t unit_ms;                  /* DURATION: 1 (_ms) or 1000 (_seconds) */
 	const struct cfg_choice *choices; /* ENUM, {NULL} terminated */
 	const char *(*check)(const char *value); /* STRING: NULL = fine, else why not */
+	enum kl_err (*parse)(const char *value, struct kl_errinfo *info); /* STRING: a
+					     * parser shared with the code that uses the value;
+					     * its message says why not */
 	const struct cfg_section *section;/* SECTION */
 	const char *desc;                 /* one line */
 };
@@ -97,6 +101,9 @@ struct cfg_section {
 #define K_STR(n, field, fl, def, chk, d) \
 	{ .name = n, .type = T_STRING, .flags = fl, .offset = OFF(field), \
 	  .def_str = def, .check = chk, .desc = d }
+#define K_STRP(n, field, fl, def, prs, d) \
+	{ .name = n, .type = T_STRING, .flags = fl, .offset = OFF(field), \
+	  .def_str = def, .parse = prs, .desc = d }
 #define K_INT(n, field, fl, def, lo, hi, d) \
 	{ .name = n, .type = T_INT, .flags = fl, .offset = OFF(field), \
 	  .def_num = def, .min = lo, .max = hi, .desc = d }
@@ -170,9 +177,9 @@ static const char *check_profile(const char *v);
 static const char *check_url(const char *v);
 static const char *check_metrics_file(const char *v);
 static const char *check_opt_table_name(const char *v);
-static const char *check_agg_name(const char *v);
-static const char *check_agg_dimensions(const char *v);
-static const char *check_agg_measures(const char *v);
+static enum kl_err parse_agg_name(const char *v, struct kl_errinfo *info);
+static enum kl_err parse_agg_dimensions(const char *v, struct kl_errinfo *info);
+static enum kl_err parse_agg_measures(const char *v, struct kl_errinfo *info);
 
 static const struct cfg_key lease_keys[] = {
 	K_MS("failover_ms", lease.failover_ms, 0, 10000, 1000, 600000,
@@ -360,11 +367,11 @@ static const struct cfg_key aggregates_keys[] = {
 	      "Tumbling window size, by event time."),
 	K_SEC("allowed_lateness_seconds", aggregates.allowed_lateness_seconds, 0, 60, 0, 86400,
 	      "A record that arrives (Kinesis arrival time) this long after its window ended is counted in 'late', not 'count'."),
-	K_STR("time_field", aggregates.time_field, 0, "timestamp", check_agg_name,
+	K_STRP("time_field", aggregates.time_field, 0, "timestamp", parse_agg_name,
 	      "Output JSON field with the event time (ISO-8601 or epoch ms; a.b = nested); \"\" or unusable = the arrival time (also counted in 'untimed')."),
-	K_STR("dimensions", aggregates.dimensions, 0, "", check_agg_dimensions,
+	K_STRP("dimensions", aggregates.dimensions, 0, "", parse_agg_dimensions,
 	      "Comma-separated output JSON fields (a.b = nested) or plugin partition keys (key:NAME) to group by, e.g. \"page, action\"; required with a table."),
-	K_STR("measures", aggregates.measures, 0, "count", check_agg_measures,
+	K_STRP("measures", aggregates.measures, 0, "count", parse_agg_measures,
 	      "Comma-separated measures besides the record count: \"count\", \"sum:FIELD\" (numeric field, 6 decimals)."),
 	K_INT("buckets", aggregates.buckets, 0, 4, 1, 1000,
 	      "Items per window and dimensions, one per shard group (shard number mod buckets), so a popular value is no hot key; a query sums them."),
@@ -990,83 +997,25 @@ static const char *check_opt_table_name(const char *v)
 	return *v ? check_table_name(v) : NULL;
 }
 
-/*
- * The aggregates' list syntax. src/agg/agg.c parses the same grammar
- * (agg_spec_parse_*) at start-up; the checks here keep libcfg free of the
- * aggregates module. Names: 1..64 of A-Z a-z 0-9 _ . -
- */
-static const char *agg_name_why(const char *s, size_t len)
+/* The aggregates' names and lists, parsed as the worker parses them
+ * (src/agg/agg_spec.c); "" is allowed here, the cross-key checks decide. */
+static enum kl_err parse_agg_name(const char *v, struct kl_errinfo *info)
 {
-	if (len == 0 || len > 64)
-		return "a name must be 1 to 64 characters";
-	for (size_t i = 0; i < len; i++)
-		if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '.' && s[i] != '-')
-			return "a name may hold only letters, digits, '_', '.' and '-'";
-	return NULL;
+	return *v ? agg_spec_check_name(v, info) : KL_OK;
 }
 
-static const char *check_agg_name(const char *v)
+static enum kl_err parse_agg_dimensions(const char *v, struct kl_errinfo *info)
 {
-	return *v ? agg_name_why(v, strlen(v)) : NULL;
+	struct agg_spec spec;
+
+	return *v ? agg_spec_parse_dims(v, &spec, info) : KL_OK;
 }
 
-/* kind 'd': dimensions ([key:]NAME, at most 8), 'm': measures (count | sum:NAME, at most 8 sums). */
-static const char *agg_list_why(const char *v, char kind)
+static enum kl_err parse_agg_measures(const char *v, struct kl_errinfo *info)
 {
-	const char *names[16];
-	size_t lens[16], n = 0;
-	const char *p = v;
+	struct agg_spec spec;
 
-	if (!*v)
-		return NULL;
-	for (;;) {
-		const char *end = strchr(p, ',');
-		size_t len = end ? (size_t)(end - p) : strlen(p);
-		const char *why;
-
-		while (len && (*p == ' ' || *p == '\t')) {
-			p++;
-			len--;
-		}
-		while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-			len--;
-		if (!len)
-			return "has an empty item";
-		if (kind == 'm' && len == 5 && memcmp(p, "count", 5) == 0)
-			goto next;
-		if (kind == 'm') {
-			if (len <= 4 || memcmp(p, "sum:", 4) != 0)
-				return "items must be \"count\" or \"sum:FIELD\"";
-			p += 4;
-			len -= 4;
-		} else if (len > 4 && memcmp(p, "key:", 4) == 0) {
-			p += 4;
-			len -= 4;
-		}
-		if ((why = agg_name_why(p, len)))
-			return why;
-		for (size_t i = 0; i < n; i++)
-			if (lens[i] == len && memcmp(names[i], p, len) == 0)
-				return "names a field twice";
-		if (n == 8)
-			return kind == 'm' ? "has more than 8 sums" : "has more than 8 dimensions";
-		names[n] = p;
-		lens[n++] = len;
-next:
-		if (!end)
-			return NULL;
-		p = end + 1;
-	}
-}
-
-static const char *check_agg_dimensions(const char *v)
-{
-	return agg_list_why(v, 'd');
-}
-
-static const char *check_agg_measures(const char *v)
-{
-	return agg_list_why(v, 'm');
+	return agg_spec_parse_measures(v, &spec, info);
 }
 
 static const char *check_metrics_file(const char *v)
@@ -1431,6 +1380,15 @@ static void load_string(struct ctx *x, const config_setting_t *s, const struct c
 		else
 			err_at(x, s, path, "\"%s\" %s", v, reason);
 		return;
+	}
+	if (k->parse) {
+		struct kl_errinfo info;
+
+		kl_errinfo_clear(&info);
+		if (k->parse(v, &info) != KL_OK) {
+			err_at(x, s, path, "%s", info.message);
+			return;
+		}
 	}
 	set_string(x, k, v);
 	if (secret && *v) {

@@ -1421,11 +1421,12 @@ static int daemon_init(struct daemon *d, const struct kl_config *cfg)
 		snprintf(as->time_field, sizeof(as->time_field), "%s", cfg->aggregates.time_field);
 		as->buckets = (uint32_t)cfg->aggregates.buckets;
 		as->max_entries = (size_t)cfg->aggregates.max_entries;
-		err = agg_spec_parse_dims(cfg->aggregates.dimensions, as, &info);
-		if (!err)
-			err = agg_spec_parse_measures(cfg->aggregates.measures, as, &info);
-		if (err) {
-			log_errorx("aggregates: %s", info.message);
+		if (agg_spec_parse_dims(cfg->aggregates.dimensions, as, &info) != KL_OK) {
+			log_errorx("aggregates.dimensions: %s", info.message);
+			return -1;
+		}
+		if (agg_spec_parse_measures(cfg->aggregates.measures, as, &info) != KL_OK) {
+			log_errorx("aggregates.measures: %s", info.message);
 			return -1;
 		}
 		d->agg_on = true;

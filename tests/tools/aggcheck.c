@@ -555,9 +555,14 @@ static int parse_args(struct aggcheck *ac, int argc, char **argv)
 		return 2;
 	}
 	snprintf(ac->spec.time_field, sizeof(ac->spec.time_field), "%s", time_field);
-	if (agg_spec_parse_dims(dims, &ac->spec, &info) != KL_OK ||
-	    agg_spec_parse_measures(measures, &ac->spec, &info) != KL_OK) {
-		fprintf(stderr, "aggcheck: %s\n", kl_errinfo_format(KL_ECONFIG, &info, buf, sizeof(buf)));
+	if (agg_spec_parse_dims(dims, &ac->spec, &info) != KL_OK) {
+		fprintf(stderr, "aggcheck: --dimensions: %s\n",
+			kl_errinfo_format(KL_ECONFIG, &info, buf, sizeof(buf)));
+		return 2;
+	}
+	if (agg_spec_parse_measures(measures, &ac->spec, &info) != KL_OK) {
+		fprintf(stderr, "aggcheck: --measures: %s\n",
+			kl_errinfo_format(KL_ECONFIG, &info, buf, sizeof(buf)));
 		return 2;
 	}
 	for (size_t i = 0; i < ac->spec.n_dims; i++)

@@ -632,6 +632,63 @@ static void test_string_checks(void)
 	cfg_errors_done(&e);
 }
 
+/* The aggregates' lists go through the worker's own parser (agg_spec):
+ * what check-config accepts, the worker starts with. */
+static void test_aggregate_lists(void)
+{
+	static const struct {
+		const char *section, *error;
+	} bad[] = {
+		{ "dimensions = \"page,,action\";", "aggregates.dimensions: empty item in \"page,,action\"" },
+		{ "dimensions = \"page, key:page\";", "aggregates.dimensions: 'page' is listed twice" },
+		{ "dimensions = \"pa ge\";", "aggregates.dimensions: 'pa ge': only letters, digits" },
+		{ "dimensions = \"a,b,c,d,e,f,g,h,i\";", "aggregates.dimensions: at most 8 dimensions" },
+		{ "dimensions = \"page\"; measures = \"avg:price\";",
+		  "aggregates.measures: 'avg:price' is neither \"count\" nor \"sum:FIELD\"" },
+		{ "dimensions = \"page\"; measures = \"sum:\";",
+		  "aggregates.measures: 'sum:' is neither \"count\" nor \"sum:FIELD\"" },
+		{ "dimensions = \"page\"; measures = \"sum:x, sum:"
+		  "a12345678901234567890123456789012345678901234567890123456789012345\";",
+		  "aggregates.measures: name 'a1234567890123456789012345678901234567890123456789"
+		  "0123456789012345' must be 1 to 64 characters" },
+		{ "dimensions = \"page\"; measures = \"sum:x, sum:x\";",
+		  "aggregates.measures: sum:x is listed twice" },
+		{ "dimensions = \"page\"; time_field = \"t/s\";",
+		  "aggregates.time_field: 't/s': only letters, digits" },
+		{ "measures = \"count\";", "aggregates.dimensions: is needed when aggregates.table is set" },
+	};
+	char text[512];
+
+	for (size_t i = 0; i < KL_ARRAY_LEN(bad); i++) {
+		struct cfg_errors e;
+		struct kl_config *c = NULL;
+
+		snprintf(text, sizeof(text),
+			 "application = \"clicks-app\";\nstream = \"clicks\";\n"
+			 "s3 = { bucket = \"my-lake\"; };\n"
+			 "aggregates = { table = \"clicks-agg\"; %s };\n", bad[i].section);
+		cfg_errors_init(&e);
+		CU_ASSERT(load_text(text, &c, &e) == KL_ECONFIG);
+		CU_ASSERT(has(&e, bad[i].error));
+		CU_ASSERT_EQUAL(e.count, 1);
+		cfg_errors_done(&e);
+	}
+	{
+		struct cfg_errors e;
+		struct kl_config *c = NULL;
+
+		cfg_errors_init(&e);
+		CU_ASSERT_EQUAL_FATAL(load_text("application = \"clicks-app\";\nstream = \"clicks\";\n"
+						"s3 = { bucket = \"my-lake\"; };\n"
+						"aggregates = { table = \"clicks-agg\"; dimensions = "
+						"\" page , key:dt, a.b \"; measures = \"count, sum:price\"; };\n",
+						&c, &e), KL_OK);
+		CU_ASSERT_STRING_EQUAL(c->aggregates.dimensions, " page , key:dt, a.b ");
+		cfg_free(c);
+		cfg_errors_done(&e);
+	}
+}
+
 static void test_timestamps(void)
 {
 	struct cfg_errors e;
@@ -1057,6 +1114,7 @@ int main(void)
 		KL_TEST(test_error_cap),
 		KL_TEST(test_units),
 		KL_TEST(test_string_checks),
+		KL_TEST(test_aggregate_lists),
 		KL_TEST(test_timestamps),
 		KL_TEST(test_secrets_never_shown),
 		KL_TEST(test_parse_error_and_io),
