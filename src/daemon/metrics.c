@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -387,6 +388,12 @@ enum kl_err metrics_write_file(const char *path, const char *text, size_t len,
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (fd < 0)
 		return io_err(info, "cannot create", tmp);
+	/* 0644 whatever the umask (the units run with UMask=0027): the
+	 * collector runs as another user, and metrics hold no secrets. */
+	if (fchmod(fd, 0644) != 0) {
+		err = io_err(info, "cannot chmod", tmp);
+		goto fail;
+	}
 	for (size_t off = 0; off < len;) {
 		ssize_t w = write(fd, text + off, len - off);
 

@@ -117,7 +117,8 @@ enum kl_err metrics_render(const struct metrics_snapshot *s, struct buf *out);
 /*
  * Writes len bytes of text to path atomically, the textfile collector's
  * way: "<dir>/.<name>.tmp.<pid>" (not ending in .prom, so a collector
- * never reads it), fsync, rename over path, fsync the directory. On any
+ * never reads it), mode 0644 whatever the umask (the collector runs as
+ * another user), fsync, rename over path, fsync the directory. On any
  * failure the temp file is removed and path keeps its old content.
  * Returns KL_OK, KL_ENOSPC, or KL_EIO (errno and the file in info).
  * Thread-safe for different paths.

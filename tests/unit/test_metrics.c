@@ -288,6 +288,7 @@ static void test_atomic_write(void)
 	char path[128];
 	struct kl_errinfo info = { 0 };
 	struct stat st1, st2;
+	mode_t old_mask;
 	size_t len;
 	char *got;
 
@@ -295,8 +296,12 @@ static void test_atomic_write(void)
 	CU_ASSERT_EQUAL_FATAL(metrics_write_file(path, "one\n", 4, &info), KL_OK);
 	CU_ASSERT_EQUAL(stat(path, &st1), 0);
 	CU_ASSERT_EQUAL(st1.st_mode & 0777, 0644);
+	/* The units' UMask=0027 must not hide the file from the collector. */
+	old_mask = umask(027);
 	CU_ASSERT_EQUAL(metrics_write_file(path, "two!\n", 5, &info), KL_OK);
+	umask(old_mask);
 	CU_ASSERT_EQUAL(stat(path, &st2), 0);
+	CU_ASSERT_EQUAL(st2.st_mode & 0777, 0644);
 	/* Replaced by rename (a new inode), not rewritten in place. */
 	CU_ASSERT_NOT_EQUAL(st1.st_ino, st2.st_ino);
 	got = slurp(path, &len);
