@@ -46,6 +46,21 @@ if (kind === 'kinesis') {
 } else if (kind === 's3') {
   if (!dir) fail('s3 needs a data directory');
   const S3rver = require('s3rver');
+  // s3rver's DeleteObject removes the key's directories once they are
+  // empty, racing a PutObject that has just made the same directory and
+  // not yet opened its file: the put's write stream fails with ENOENT and
+  // nothing handles it, which killed the whole emulator (reproduced with
+  // concurrent PUTs and DELETEs under one prefix). Real S3 has no
+  // directories; listings here walk files only, so empty directories are
+  // invisible and left in place.
+  const FilesystemStore = require('s3rver/lib/stores/filesystem');
+  const fsp = require('fs').promises;
+  FilesystemStore.prototype.deleteObject = async function (bucket, key) {
+    await Promise.all(['object', 'object.md5', 'metadata.json'].map((kind) =>
+      fsp.unlink(this.getResourcePath(bucket, key, kind)).catch((err) => {
+        if (err.code !== 'ENOENT') throw err;
+      })));
+  };
   const s3 = new S3rver({ port: 0, address: host, directory: dir, silent: true });
   s3.run().then((addr) => { server = s3; ready(addr.port); }, fail);
 } else {
