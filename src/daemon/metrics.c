@@ -58,6 +58,11 @@ void metrics_flow_add(struct metrics_flow *a, const struct metrics_flow *b)
 	a->budget_waits += b->budget_waits;
 	a->pages_dropped += b->pages_dropped;
 	a->records_reread += b->records_reread;
+	a->agg_records += b->agg_records;
+	a->agg_late += b->agg_late;
+	a->agg_updates += b->agg_updates;
+	a->agg_already_applied += b->agg_already_applied;
+	a->agg_failures += b->agg_failures;
 }
 
 /* ------------------------------------------------------------ grammar */
@@ -229,6 +234,11 @@ static const struct flow_family flow_families[] = {
 	FLOW("page_budget_waits_total", budget_waits, "Waits for a slot of the page budget (consumer.max_pages_in_memory): reading held back to bound memory."),
 	FLOW("pages_dropped_total", pages_dropped, "Half-pushed pages given back to the page budget while the sink was busy (read again later)."),
 	FLOW("records_reread_total", records_reread, "Kinesis records received again after a page was given back."),
+	FLOW("aggregate_records_total", agg_records, "Data outputs counted in the DynamoDB aggregates (0 while aggregates are off)."),
+	FLOW("aggregate_late_records_total", agg_late, "Of those, records that arrived after their window's allowed lateness."),
+	FLOW("aggregate_updates_total", agg_updates, "Aggregate UpdateItems that applied."),
+	FLOW("aggregate_already_applied_total", agg_already_applied, "Aggregate UpdateItems found applied before (a rebuilt batch; nothing counted twice)."),
+	FLOW("aggregate_failures_total", agg_failures, "Aggregate UpdateItems that failed (the batch waits and retries; nothing is lost)."),
 };
 #undef FLOW
 

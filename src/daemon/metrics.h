@@ -64,6 +64,11 @@ struct metrics_flow {
 	uint64_t budget_waits;         /* waits for a slot of the page budget */
 	uint64_t pages_dropped;        /* half-pushed pages given back to the budget */
 	uint64_t records_reread;       /* Kinesis records read again after a drop */
+	uint64_t agg_records;          /* aggregates (0 when off): outputs counted */
+	uint64_t agg_late;             /* of which late */
+	uint64_t agg_updates;          /* conditional UpdateItems that applied */
+	uint64_t agg_already_applied;  /* ... found applied before (a rebuilt batch) */
+	uint64_t agg_failures;         /* ... that failed (retried) */
 };
 
 /* Adds every counter of b to a. */

@@ -1115,6 +1115,7 @@ static void daemon_report(void *ctx, enum log_level level, const char *msg)
 struct stat_sink {
 	struct record_sink inner;
 	struct delivery *d;
+	struct agg *ag;                /* NULL while aggregates are off */
 	struct aws_client *s3;
 	struct worker_shard *ws;
 	int64_t last_ms;
@@ -1141,6 +1142,16 @@ static void stat_sink_publish(struct stat_sink *s, bool force)
 	f.bytes_uploaded = ds.bytes_uploaded;
 	f.batches_committed = ds.batches_committed;
 	f.upload_failures = ds.upload_failures;
+	if (s->ag) {
+		struct agg_stats as;
+
+		agg_get_stats(s->ag, &as);
+		f.agg_records = as.records;
+		f.agg_late = as.late;
+		f.agg_updates = as.updates;
+		f.agg_already_applied = as.already_applied;
+		f.agg_failures = as.failures;
+	}
 	add_aws(&a, &s->s3->stats);
 	worker_shard_publish(s->ws, &f, ds.open_first_arrival_ms,
 			     ds.blocked != DELIVERY_BLOCKED_NONE, ds.last_commit_wall_ms, &a);
@@ -1300,6 +1311,7 @@ static enum consumer_state daemon_run_shard(void *ctx, struct worker_shard *ws)
 	}
 	ss.d = d;
 	ss.s3 = &s3;
+	ss.ag = ag;
 	ss.ws = ws;
 	delivery_sink(d, &ss.inner);
 	deps.sink.ops = &stat_sink_ops;

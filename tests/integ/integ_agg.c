@@ -22,6 +22,7 @@
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,7 @@
 #include "fixture.h"
 #include "ddb.h"
 #include "http.h"
+#include "metrics.h"
 #include "proc.h"
 #include "s3.h"
 #include "testutil.h"
@@ -134,9 +136,10 @@ static void write_conf(const char *name)
 		"endpoints = { kinesis = \"%s\"; dynamodb = \"%s\"; s3 = \"%s\"; };\n"
 		"http = { connect_timeout_ms = 1000; timeout_ms = 10000; };\n"
 		"retry = { max_attempts = 4; base_delay_ms = 50; max_delay_ms = 1000; };\n"
-		"log = { level = \"info\"; file = \"%s/%s.log\"; };\n",
+		"log = { level = \"info\"; file = \"%s/%s.log\"; };\n"
+		"metrics = { file = \"%s/%s.prom\"; interval_ms = 1000; };\n",
 		fx.app, name, fx.stream, fx.dir, name, KL_TEST_BUILDDIR, fx.bucket, fx.table, WINDOW_S, fx.env.key_id,
-		fx.env.secret, fx.env.kinesis, fx.env.dynamodb, fx.env.s3, fx.dir, name);
+		fx.env.secret, fx.env.kinesis, fx.env.dynamodb, fx.env.s3, fx.dir, name, fx.dir, name);
 	CU_ASSERT_FATAL(rc == 0);
 }
 
@@ -443,6 +446,50 @@ static void test_setup(void)
 	write_conf("b");
 }
 
+/* Worker-level aggregate counters of a metrics file (no shard label). */
+struct aggmetrics {
+	double records, updates, already, failures;
+	int samples;
+};
+
+static void aggmetrics_sample(void *ctx, const struct metrics_sample *m)
+{
+	struct aggmetrics *am = ctx;
+
+	static const struct {
+		const char *name;
+		size_t offset;
+	} fields[] = {
+		{ "kinlake_aggregate_records_total", offsetof(struct aggmetrics, records) },
+		{ "kinlake_aggregate_updates_total", offsetof(struct aggmetrics, updates) },
+		{ "kinlake_aggregate_already_applied_total", offsetof(struct aggmetrics, already) },
+		{ "kinlake_aggregate_failures_total", offsetof(struct aggmetrics, failures) },
+	};
+
+	if (metrics_sample_label(m, "shard"))
+		return;
+	for (size_t i = 0; i < KL_ARRAY_LEN(fields); i++)
+		if (strcmp(m->name, fields[i].name) == 0) {
+			*(double *)((char *)am + fields[i].offset) += m->value;
+			am->samples++;
+		}
+}
+
+/* Adds the final metrics file of worker name (written at its graceful stop). */
+static void read_aggmetrics(const char *name, struct aggmetrics *am)
+{
+	struct kl_errinfo info;
+	char path[600];
+	size_t len = 0;
+	char *text;
+
+	snprintf(path, sizeof(path), "%s/%s.prom", fx.dir, name);
+	text = tp_read_file(path, 1 << 20, &len);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+	CU_ASSERT_EQUAL(metrics_parse(text, len, aggmetrics_sample, am, &info), KL_OK);
+	free(text);
+}
+
 static void test_counts_equal_s3_after_kills(void)
 {
 	struct proc *a = &fx.p[0], *b = &fx.p[1];
@@ -506,6 +553,20 @@ static void test_counts_equal_s3_after_kills(void)
 	CU_ASSERT_EQUAL(f.ddb_untimed, 0);
 	CU_ASSERT_TRUE(f.ddb_items >= f.ddb_cells);
 	CU_ASSERT_TRUE(a->kills + b->kills >= 3);
+	/* The operator's view: the last run of each worker counted records and
+	 * applied updates (counters start again with each process, so only
+	 * bounds hold: no more records than S3 has). */
+	{
+		struct aggmetrics am = { 0 };
+
+		read_aggmetrics("a", &am);
+		read_aggmetrics("b", &am);
+		tp_step("metrics of the last runs: %.0f records, %.0f updates, %.0f already applied, "
+			"%.0f failures", am.records, am.updates, am.already, am.failures);
+		CU_ASSERT_EQUAL(am.samples, 8);
+		CU_ASSERT_TRUE(am.records > 0 && am.records <= (double)lines);
+		CU_ASSERT_TRUE(am.updates > 0);
+	}
 	fx.lines = lines;
 	fx.drained = f.rc == 0;
 	printf("\nfigures: %" PRIu64 " records, %zu cells, %lld items, %lld late, %d kills\n",

@@ -42,6 +42,7 @@ static void sample_snapshot(struct metrics_snapshot *s, struct metrics_shard sha
 	shards[0].flow.records_read = 10;
 	shards[0].flow.records_in = 12;
 	shards[0].flow.objects_uploaded = 3;
+	shards[0].flow.agg_updates = 7;
 	shards[1].shard_id = "odd \"shard\"\\with\nnewline";
 	shards[1].state = "waiting-on-parents";
 	shards[1].millis_behind_latest = -1;
@@ -58,6 +59,7 @@ static void sample_snapshot(struct metrics_snapshot *s, struct metrics_shard sha
 	s->leases_stolen = 1;
 	s->leases_lost = 1;
 	s->total.records_in = 12;
+	s->total.agg_updates = 7;
 	s->aws[METRICS_SVC_KINESIS] = (struct metrics_aws){ 40, 1, 2, 3, true, false };
 	s->aws[METRICS_SVC_S3] = (struct metrics_aws){ 6, 0, 0, 1, true, false };
 	s->aws[METRICS_SVC_DYNAMODB] = (struct metrics_aws){ 90, 2, 0, 0, true, true };
@@ -119,6 +121,10 @@ static void test_expected_samples(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(out.data, "kinlake_aws_retries_total{worker=\"host-a\",service=\"s3\"} 1\n"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(out.data,
 		"kinlake_shard_consumer_state{worker=\"host-a\",shard=\"shardId-000000000000\",state=\"processing\"} 1\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out.data,
+		"kinlake_shard_aggregate_updates_total{worker=\"host-a\",shard=\"shardId-000000000000\"} 7\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out.data, "kinlake_aggregate_updates_total{worker=\"host-a\"} 7\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out.data, "kinlake_aggregate_failures_total{worker=\"host-a\"} 0\n"));
 	buf_done(&out);
 }
 
