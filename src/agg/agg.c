@@ -34,6 +34,8 @@ struct entry {
 	uint64_t hash;
 	uint64_t count, late, untimed;
 	int64_t sums[AGG_MAX_SUMS];    /* micro-units */
+	uint64_t (*distinct)[AGG_DISTINCT_BUCKETS / 64]; /* n_distinct bucket bitmaps, owned;
+						       * NULL without distinct measures */
 	bool done;                     /* applied (or found applied) for this batch */
 };
 
@@ -357,8 +359,22 @@ static bool event_time(json_object *v, int64_t *ret_ms)
 	return false;
 }
 
+int agg_distinct_bucket(const char *value)
+{
+	return (int)(fnv1a(value, strlen(value), FNV_BASIS) % AGG_DISTINCT_BUCKETS);
+}
+
+double agg_distinct_estimate(unsigned buckets_set)
+{
+	double m = AGG_DISTINCT_BUCKETS;
+
+	if (buckets_set >= AGG_DISTINCT_BUCKETS)
+		buckets_set = AGG_DISTINCT_BUCKETS - 1;  /* saturated: a lower bound */
+	return -m * log(1.0 - (double)buckets_set / m);
+}
+
 bool agg_doc_values(const struct agg_spec *spec, struct json_object *doc, int64_t *ret_t_ms,
-		    char (*ret_values)[AGG_VALUE_MAX + 1], int64_t *ret_sums)
+		    char (*ret_values)[AGG_VALUE_MAX + 1], int64_t *ret_sums, int *ret_distinct)
 {
 	bool timed = false;
 
@@ -373,6 +389,16 @@ bool agg_doc_values(const struct agg_spec *spec, struct json_object *doc, int64_
 	for (size_t i = 0; i < spec->n_sums; i++)
 		if (!sum_value(get_path(doc, spec->sums[i]), &ret_sums[i]))
 			ret_sums[i] = 0;
+	for (size_t i = 0; i < spec->n_distinct; i++) {
+		json_object *v = get_path(doc, spec->distincts[i]);
+		char text[AGG_VALUE_MAX + 1];
+
+		ret_distinct[i] = -1;
+		if (v && !json_object_is_type(v, json_type_null)) {
+			value_text(v, text);
+			ret_distinct[i] = agg_distinct_bucket(text);
+		}
+	}
 	return timed;
 }
 
@@ -389,6 +415,7 @@ static void entry_free(struct entry *e, size_t n_dims)
 		for (size_t i = 0; i < n_dims; i++)
 			free(e->values[i]);
 	free(e->values);
+	free(e->distinct);
 }
 
 static uint64_t entry_hash(int64_t window_ms, char (*values)[AGG_VALUE_MAX + 1], size_t n)
@@ -468,6 +495,10 @@ static enum kl_err find_entry(struct agg *a, int64_t window_ms, char (*values)[A
 	e->values = calloc(n_dims ? n_dims : 1, sizeof(*e->values));
 	if (!e->values)
 		return KL_ENOMEM;
+	if (a->spec->n_distinct && !(e->distinct = calloc(a->spec->n_distinct, sizeof(*e->distinct)))) {
+		entry_free(e, n_dims);
+		return KL_ENOMEM;
+	}
 	for (size_t i = 0; i < n_dims; i++)
 		if (!(e->values[i] = strdup(values[i]))) {
 			entry_free(e, n_dims);
@@ -489,7 +520,8 @@ enum kl_err agg_new(const struct agg_spec *spec, const char *shard_id,
 
 	if (!spec || !shard_id || !writer || !writer->ops || !writer->ops->update ||
 	    spec->window_ms <= 0 || spec->lateness_ms < 0 || spec->n_dims > AGG_MAX_DIMS ||
-	    spec->n_sums > AGG_MAX_SUMS || strlen(shard_id) > 100)
+	    spec->n_sums > AGG_MAX_SUMS || spec->n_distinct > AGG_MAX_DISTINCT ||
+	    strlen(shard_id) > 100)
 		return kl_errinfo_set(info, KL_EINVAL, "agg: bad options");
 	a = calloc(1, sizeof(*a));
 	if (!a)
@@ -499,7 +531,7 @@ enum kl_err agg_new(const struct agg_spec *spec, const char *shard_id,
 	a->writer = *writer;
 	a->bucket = agg_bucket(shard_id, spec->buckets ? spec->buckets : 1);
 	snprintf(a->esn_attr, sizeof(a->esn_attr), "esn_%s", shard_id);
-	a->need_json = spec->time_field[0] || spec->n_sums;
+	a->need_json = spec->time_field[0] || spec->n_sums || spec->n_distinct;
 	for (size_t i = 0; i < spec->n_dims; i++)
 		if (spec->dims[i].kind == AGG_DIM_FIELD)
 			a->need_json = true;
@@ -540,6 +572,7 @@ enum kl_err agg_add(struct agg *a, const struct kl_transform_record *rec,
 	const struct agg_spec *spec = a->spec;
 	char values[AGG_MAX_DIMS][AGG_VALUE_MAX + 1];
 	int64_t sums[AGG_MAX_SUMS];
+	int distinct[AGG_MAX_DISTINCT];
 	json_object *doc = NULL;
 	int64_t t_ms = 0, window_ms, arrival = rec->approximate_arrival_ms;
 	bool timed = false;
@@ -556,7 +589,7 @@ enum kl_err agg_add(struct agg *a, const struct kl_transform_record *rec,
 			doc = NULL;
 		}
 	}
-	timed = agg_doc_values(spec, doc, &t_ms, values, sums);
+	timed = agg_doc_values(spec, doc, &t_ms, values, sums, distinct);
 	if (!timed)
 		t_ms = arrival;
 	window_ms = agg_window_start(t_ms, spec->window_ms);
@@ -591,6 +624,9 @@ enum kl_err agg_add(struct agg *a, const struct kl_transform_record *rec,
 	}
 	for (size_t i = 0; i < spec->n_sums; i++)
 		e->sums[i] += sums[i];
+	for (size_t i = 0; i < spec->n_distinct; i++)
+		if (distinct[i] >= 0)
+			e->distinct[i][distinct[i] / 64] |= 1ULL << (distinct[i] % 64);
 	a->st.records++;
 	json_object_put(doc);
 	return KL_OK;
@@ -641,6 +677,9 @@ enum kl_err agg_apply(struct agg *a, const struct esn *last, struct kl_errinfo *
 		u.sum_names = spec->sums;
 		u.sum_values = sum_ptrs;
 		u.n_sums = spec->n_sums;
+		u.distinct_names = spec->distincts;
+		u.distinct = (const uint64_t(*)[AGG_DISTINCT_BUCKETS / 64])e->distinct;
+		u.n_distinct = spec->n_distinct;
 		u.esn_attr = a->esn_attr;
 		u.esn = esn;
 		err = a->writer.ops->update(a->writer.ctx, &u, info);
@@ -704,13 +743,33 @@ void agg_delivery_hook(struct agg *a, struct delivery_hook *ret)
 
 /* ================================================================ DynamoDB */
 
+/*
+ * Appends ", #<tag><i> = :<tag><i>" (a SET clause) or ", #<tag><i> :<tag><i>"
+ * (ADD) to expr, naming attribute attr and value v (consumed, NULL = out of
+ * memory). Returns 0, or -1 when memory ran out.
+ */
+static int add_clause(struct buf *expr, json_object *names, json_object *values, bool set,
+		      char tag, size_t i, const char *attr, json_object *v)
+{
+	char n[24], val[24];
+
+	snprintf(n, sizeof(n), "#%c%zu", tag, i);
+	snprintf(val, sizeof(val), ":%c%zu", tag, i);
+	if (ddb_set(values, val, v) != KL_OK)
+		return -1;
+	if (buf_printf(expr, set ? ", %s = %s" : ", %s %s", n, val) != KL_OK ||
+	    json_object_object_add(names, n, json_object_new_string(attr)))
+		return -1;
+	return 0;
+}
+
 static enum kl_err ddb_update(void *ctx, const struct agg_update *u, struct kl_errinfo *info)
 {
 	struct agg_ddb *ddb = ctx;
 	json_object *key = NULL, *names = NULL, *values = NULL;
 	struct ddb_write_opts wo;
 	struct buf expr;
-	char n[32], attr[AGG_NAME_MAX + 8];
+	char attr[AGG_NAME_MAX + 8];
 	enum kl_err err = KL_ENOMEM;
 
 	buf_init(&expr, 64 << 10);
@@ -736,25 +795,28 @@ static enum kl_err ddb_update(void *ctx, const struct agg_update *u, struct kl_e
 	    ddb_set(values, ":u", ddb_n_i64((int64_t)u->untimed)))
 		goto out;
 	for (size_t i = 0; i < u->n_dims; i++) {
-		snprintf(n, sizeof(n), "#d%zu", i);
 		snprintf(attr, sizeof(attr), "dim_%s", u->dims[i].name);
-		if (buf_printf(&expr, ", %s = :d%zu", n, i) != KL_OK ||
-		    json_object_object_add(names, n, json_object_new_string(attr)))
-			goto out;
-		snprintf(n, sizeof(n), ":d%zu", i);
-		if (ddb_set(values, n, ddb_s(u->values[i])))
+		if (add_clause(&expr, names, values, true, 'd', i, attr, ddb_s(u->values[i])))
 			goto out;
 	}
 	if (buf_append_str(&expr, " ADD #c :c, #l :l, #u :u") != KL_OK)
 		goto out;
 	for (size_t i = 0; i < u->n_sums; i++) {
-		snprintf(n, sizeof(n), "#s%zu", i);
 		snprintf(attr, sizeof(attr), "sum_%s", u->sum_names[i]);
-		if (buf_printf(&expr, ", %s :s%zu", n, i) != KL_OK ||
-		    json_object_object_add(names, n, json_object_new_string(attr)))
+		if (add_clause(&expr, names, values, false, 's', i, attr, ddb_n(u->sum_values[i])))
 			goto out;
-		snprintf(n, sizeof(n), ":s%zu", i);
-		if (ddb_set(values, n, ddb_n(u->sum_values[i])))
+	}
+	for (size_t i = 0; i < u->n_distinct; i++) {
+		int64_t set[AGG_DISTINCT_BUCKETS];
+		size_t n_set = 0;
+
+		for (int b = 0; b < AGG_DISTINCT_BUCKETS; b++)
+			if (u->distinct[i][b / 64] >> (b % 64) & 1)
+				set[n_set++] = b;
+		if (!n_set)
+			continue;   /* no record had the field; DynamoDB refuses empty sets */
+		snprintf(attr, sizeof(attr), "distinct_%s", u->distinct_names[i]);
+		if (add_clause(&expr, names, values, false, 'x', i, attr, ddb_ns_i64(set, n_set)))
 			goto out;
 	}
 	memset(&wo, 0, sizeof(wo));

@@ -62,6 +62,10 @@ struct agg_update {
 	const char (*sum_names)[AGG_NAME_MAX + 1];
 	const char *const *sum_values; /* decimal text, n_sums of them */
 	size_t n_sums;
+	const char (*distinct_names)[AGG_NAME_MAX + 1];
+	const uint64_t (*distinct)[AGG_DISTINCT_BUCKETS / 64]; /* n_distinct bucket bitmaps;
+							     * ADDed as number sets */
+	size_t n_distinct;
 	const char *esn_attr;          /* "esn_<shard id>" */
 	const char *esn;               /* esn_key() of the batch's last ESN (fixed width) */
 };
@@ -196,12 +200,25 @@ struct json_object;
  * *ret_t_ms (returns false when missing or unusable, *ret_t_ms then
  * meaningless: the arrival time is used and the record is untimed), the
  * spec.n_dims dimension values into ret_values (key:NAME dimensions get
- * AGG_NONE_VALUE: the partition keys are not in doc), and spec.n_sums
- * summands in micro-units into ret_sums (0 when not summable).
- * Thread-safe.
+ * AGG_NONE_VALUE: the partition keys are not in doc), spec.n_sums
+ * summands in micro-units into ret_sums (0 when not summable), and for
+ * each of spec.n_distinct fields its value's bucket into ret_distinct (-1
+ * when the field is missing or null). Thread-safe.
  */
 bool agg_doc_values(const struct agg_spec *spec, struct json_object *doc, int64_t *ret_t_ms,
-		    char (*ret_values)[AGG_VALUE_MAX + 1], int64_t *ret_sums);
+		    char (*ret_values)[AGG_VALUE_MAX + 1], int64_t *ret_sums, int *ret_distinct);
+
+/* The bucket (0..AGG_DISTINCT_BUCKETS-1) of a value's text: FNV-1a 64 of
+ * its bytes, mod AGG_DISTINCT_BUCKETS. Pure. */
+int agg_distinct_bucket(const char *value);
+
+/*
+ * Linear counting: the number of distinct values that set buckets_set of
+ * the AGG_DISTINCT_BUCKETS buckets, -m ln(1 - set/m). Within a few percent
+ * up to a few thousand values; a full set is a lower bound (about 7100).
+ * Pure.
+ */
+double agg_distinct_estimate(unsigned buckets_set);
 
 /* The item attribute `window` of a window start: "2026-11-21T21:05:00Z". */
 void agg_format_window(int64_t window_ms, char *out, size_t out_size);

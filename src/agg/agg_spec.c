@@ -120,9 +120,23 @@ static enum kl_err measure_item(void *ctx, const char *s, size_t len, struct kl_
 
 	if (len == 5 && memcmp(s, "count", 5) == 0)
 		return KL_OK;
+	if (len > 9 && memcmp(s, "distinct:", 9) == 0) {
+		err = check_name(s + 9, len - 9, name, info);
+		if (err)
+			return err;
+		for (size_t i = 0; i < spec->n_distinct; i++)
+			if (strcmp(spec->distincts[i], name) == 0)
+				return kl_errinfo_set(info, KL_ECONFIG, "distinct:%s is listed twice",
+						      name);
+		if (spec->n_distinct == AGG_MAX_DISTINCT)
+			return kl_errinfo_set(info, KL_ECONFIG, "at most %d distinct counts",
+					      AGG_MAX_DISTINCT);
+		memcpy(spec->distincts[spec->n_distinct++], name, sizeof(name));
+		return KL_OK;
+	}
 	if (len <= 4 || memcmp(s, "sum:", 4) != 0)
-		return kl_errinfo_set(info, KL_ECONFIG, "'%.*s' is neither \"count\" nor"
-				      " \"sum:FIELD\"", (int)len, s);
+		return kl_errinfo_set(info, KL_ECONFIG, "'%.*s' is neither \"count\", \"sum:FIELD\""
+				      " nor \"distinct:FIELD\"", (int)len, s);
 	err = check_name(s + 4, len - 4, name, info);
 	if (err)
 		return err;
@@ -139,5 +153,6 @@ enum kl_err agg_spec_parse_measures(const char *list, struct agg_spec *spec,
 				    struct kl_errinfo *info)
 {
 	spec->n_sums = 0;
+	spec->n_distinct = 0;
 	return each_item(list, measure_item, spec, info);
 }

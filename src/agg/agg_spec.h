@@ -17,7 +17,11 @@
 
 #define AGG_MAX_DIMS 8
 #define AGG_MAX_SUMS 8
+#define AGG_MAX_DISTINCT 4
 #define AGG_NAME_MAX 64                /* a field or key name */
+/* Linear counting: a distinct:FIELD measure keeps the set of buckets
+ * (0..AGG_DISTINCT_BUCKETS-1) that the field's values hash to. */
+#define AGG_DISTINCT_BUCKETS 1024
 
 enum agg_dim_kind {
 	AGG_DIM_FIELD = 0,             /* a field of the output JSON object ("a.b" = nested) */
@@ -38,6 +42,8 @@ struct agg_spec {
 	size_t n_dims;
 	char sums[AGG_MAX_SUMS][AGG_NAME_MAX + 1];   /* fields whose values are summed */
 	size_t n_sums;
+	char distincts[AGG_MAX_DISTINCT][AGG_NAME_MAX + 1]; /* fields counted distinct-ish */
+	size_t n_distinct;
 	uint32_t buckets;              /* write spreading: 1..1000 */
 	size_t max_entries;            /* distinct (window, dimensions) per batch */
 };
@@ -45,8 +51,9 @@ struct agg_spec {
 /*
  * Parses the list syntax of the config into spec (the other fields are
  * left as they are): dimensions "page, action, key:dt" (1..AGG_MAX_DIMS
- * distinct names), measures "count, sum:price" ("count" is always there
- * and may be listed; up to AGG_MAX_SUMS sums). KL_ECONFIG with a message
+ * distinct names), measures "count, sum:price, distinct:session_id"
+ * ("count" is always there and may be listed; up to AGG_MAX_SUMS sums and
+ * AGG_MAX_DISTINCT distinct counts). KL_ECONFIG with a message
  * naming the bad item but not the list (the caller names the key).
  */
 enum kl_err agg_spec_parse_dims(const char *list, struct agg_spec *spec, struct kl_errinfo *info);

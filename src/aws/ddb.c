@@ -187,6 +187,27 @@ json_object *ddb_ss(const char *const *strs, size_t n)
 	return typed("SS", arr);
 }
 
+json_object *ddb_ns_i64(const int64_t *v, size_t n)
+{
+	json_object *arr = json_object_new_array_ext((int)n);
+	char text[24];
+
+	if (!arr)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		json_object *s;
+
+		snprintf(text, sizeof(text), "%" PRId64, v[i]);
+		s = json_object_new_string(text);
+		if (!s || json_object_array_add(arr, s) != 0) {
+			json_object_put(s);
+			json_object_put(arr);
+			return NULL;
+		}
+	}
+	return typed("NS", arr);
+}
+
 json_object *ddb_b(const void *data, size_t len)
 {
 	char *b64 = malloc(KL_B64_ENCLEN(len) + 1);

@@ -64,6 +64,8 @@ json_object *ddb_n(const char *dec);
 json_object *ddb_n_i64(int64_t v);
 /* A string set; n >= 1 distinct strings (DynamoDB rejects empty sets). */
 json_object *ddb_ss(const char *const *strs, size_t n);
+/* A number set; n >= 1 distinct integers. */
+json_object *ddb_ns_i64(const int64_t *v, size_t n);
 /* Binary: bytes are base64-encoded on the wire. */
 json_object *ddb_b(const void *data, size_t len);
 json_object *ddb_bool(bool v);

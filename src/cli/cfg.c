@@ -372,7 +372,7 @@ static const struct cfg_key aggregates_keys[] = {
 	K_STRP("dimensions", aggregates.dimensions, 0, "", parse_agg_dimensions,
 	      "Comma-separated output JSON fields (a.b = nested) or plugin partition keys (key:NAME) to group by, e.g. \"page, action\"; required with a table."),
 	K_STRP("measures", aggregates.measures, 0, "count", parse_agg_measures,
-	      "Comma-separated measures besides the record count: \"count\", \"sum:FIELD\" (numeric field, 6 decimals)."),
+	      "Comma-separated measures besides the record count: \"count\", \"sum:FIELD\" (numeric field, 6 decimals), \"distinct:FIELD\" (distinct-ish values: a set of 1024 hash buckets, README \"Aggregates\")."),
 	K_INT("buckets", aggregates.buckets, 0, 4, 1, 1000,
 	      "Items per window and dimensions, one per shard group (shard number mod buckets), so a popular value is no hot key; a query sums them."),
 	K_INT("max_entries", aggregates.max_entries, 0, 10000, 10, 1000000,

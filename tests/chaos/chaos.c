@@ -482,7 +482,8 @@ static bool write_conf(const char *path, const char *worker_id, const char *stat
 		"  error_prefix = \"errors/!{firehose:error-output-type}/dt=!{timestamp:yyyy-MM-dd}/\";\n"
 		"  compression = \"%s\"; buffer_seconds = 2; buffer_records = %d; };\n"
 		"aggregates = { table = \"%s\"; window_seconds = %d; allowed_lateness_seconds = 5;\n"
-		"  time_field = \"ts\"; dimensions = \"page, action\"; measures = \"count, sum:price\";\n"
+		"  time_field = \"ts\"; dimensions = \"page, action\";\n"
+		"  measures = \"count, sum:price, distinct:session_id\";\n"
 		"  buckets = 2; flush_seconds = 2; };\n"
 		"credentials = { access_key_id = \"%s\"; secret_access_key = \"%s\"; disable_imds = true; };\n"
 		"endpoints = { kinesis = \"%s\"; dynamodb = \"%s\"; s3 = \"%s\"; };\n"
@@ -1804,13 +1805,15 @@ struct aggfig {
 	bool ran;
 	int rc;
 	int64_t objects, s3_records, s3_cells, ddb_items, ddb_records, ddb_late, mismatches;
+	int64_t distinct_buckets;
 };
 
 /*
  * The DynamoDB aggregates against the S3 data objects (issue 9's proof under
- * chaos): tests/tools/aggcheck recomputes count + late and sum:price per
- * 10 s window x page x action from the objects and compares them with the
- * table's items summed over their buckets. Its stderr goes to
+ * chaos): tests/tools/aggcheck recomputes count + late, sum:price and the
+ * session_id bucket set per 10 s window x page x action from the objects
+ * and compares them with the table's items summed (sets: united) over
+ * their buckets. Its stderr goes to
  * <dir>/aggcheck.err.
  */
 static void run_aggcheck(struct aggfig *af)
@@ -1820,7 +1823,8 @@ static void run_aggcheck(struct aggfig *af)
 	char *argv[] = { fx.aggcheck, "--s3-endpoint", (char *)fx.s3, "--bucket", fx.bucket,
 			 "--data-prefix", "data/", "--ddb-endpoint", (char *)fx.dynamodb,
 			 "--table", fx.table, "--window-seconds", window, "--time-field", "ts",
-			 "--dimensions", "page, action", "--measures", "count, sum:price", "--json",
+			 "--dimensions", "page, action", "--measures",
+			 "count, sum:price, distinct:session_id", "--json",
 			 NULL };
 	json_object *doc;
 
@@ -1842,16 +1846,21 @@ static void run_aggcheck(struct aggfig *af)
 	af->ddb_records = jint(doc, "ddb_records", -1);
 	af->ddb_late = jint(doc, "ddb_late", -1);
 	af->mismatches = jint(doc, "mismatches", -1);
+	af->distinct_buckets = jint(doc, "distinct_buckets", -1);
 	if (af->rc != 0)
 		fail("aggcheck exit %d: mismatches %" PRId64 " (S3 %" PRId64 " records, DynamoDB %" PRId64
 		     "); see %s", af->rc, af->mismatches, af->s3_records, af->ddb_records, err_path);
 	else if (!doc)
 		fail("aggcheck's output is not JSON");
+	else if (af->s3_records > 0 && af->distinct_buckets <= 0)
+		fail("aggcheck compared no session set (distinct_buckets %" PRId64 ")",
+		     af->distinct_buckets);
 	json_object_put(doc);
 	printf("chaos: aggregates: %" PRId64 " records in %" PRId64 " cells from %" PRId64
-	       " objects; DynamoDB %" PRId64 " items, %" PRId64 " records (%" PRId64 " late); mismatches %"
-	       PRId64 " (aggcheck exit %d)\n", af->s3_records, af->s3_cells, af->objects, af->ddb_items,
-	       af->ddb_records, af->ddb_late, af->mismatches, af->rc);
+	       " objects; DynamoDB %" PRId64 " items, %" PRId64 " records (%" PRId64 " late); session"
+	       " buckets %" PRId64 "; mismatches %" PRId64 " (aggcheck exit %d)\n", af->s3_records,
+	       af->s3_cells, af->objects, af->ddb_items, af->ddb_records, af->ddb_late,
+	       af->distinct_buckets, af->mismatches, af->rc);
 }
 
 static void print_figures(const struct lake *lk, int64_t elapsed_ms)

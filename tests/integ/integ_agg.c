@@ -75,7 +75,7 @@ struct cell {
 struct aggfig {
 	int rc;
 	long long objects, s3_records, s3_untimed, s3_cells, ddb_items, ddb_records, ddb_late,
-		ddb_untimed, ddb_cells, bad_items, mismatches;
+		ddb_untimed, ddb_cells, bad_items, mismatches, distinct_buckets;
 };
 
 static struct {
@@ -130,7 +130,8 @@ static void write_conf(const char *name)
 		"  error_prefix = \"errors/!{firehose:error-output-type}/\";\n"
 		"  compression = \"none\"; buffer_seconds = 2; buffer_records = 150; };\n"
 		"aggregates = { table = \"%s\"; window_seconds = %d; allowed_lateness_seconds = 0;\n"
-		"  time_field = \"ts\"; dimensions = \"page, action\"; measures = \"count, sum:price\";\n"
+		"  time_field = \"ts\"; dimensions = \"page, action\";\n"
+		"  measures = \"count, sum:price, distinct:session_id\";\n"
 		"  buckets = 2; max_entries = 200; flush_seconds = 2; };\n"
 		"credentials = { access_key_id = \"%s\"; secret_access_key = \"%s\"; disable_imds = true; };\n"
 		"endpoints = { kinesis = \"%s\"; dynamodb = \"%s\"; s3 = \"%s\"; };\n"
@@ -308,7 +309,8 @@ static int aggcheck(struct aggfig *ret)
 	char *argv[] = { fx.aggcheck, "--s3-endpoint", (char *)fx.env.s3, "--bucket", fx.bucket,
 			 "--data-prefix", "data/", "--ddb-endpoint", (char *)fx.env.dynamodb,
 			 "--table", fx.table, "--window-seconds", window, "--time-field", "ts",
-			 "--dimensions", "page, action", "--measures", "count, sum:price", "--json",
+			 "--dimensions", "page, action", "--measures",
+			 "count, sum:price, distinct:session_id", "--json",
 			 NULL };
 	struct tp_child c = { .err_path = errpath, .aws_key_id = fx.env.key_id,
 			      .aws_secret = fx.env.secret };
@@ -338,13 +340,15 @@ static int aggcheck(struct aggfig *ret)
 		ret->ddb_cells = jint(o, "ddb_cells");
 		ret->bad_items = jint(o, "bad_items");
 		ret->mismatches = jint(o, "mismatches");
+		ret->distinct_buckets = jint(o, "distinct_buckets");
 		json_object_put(o);
 	}
 	tp_step("aggcheck exit %d: %lld objects, S3 %lld records in %lld cells (untimed %lld),"
 	     " DynamoDB %lld items, %lld records in %lld cells (late %lld, untimed %lld),"
-	     " %lld bad items, %lld mismatches (details in %s)", ret->rc, ret->objects,
-	     ret->s3_records, ret->s3_cells, ret->s3_untimed, ret->ddb_items, ret->ddb_records,
-	     ret->ddb_cells, ret->ddb_late, ret->ddb_untimed, ret->bad_items, ret->mismatches, errpath);
+	     " %lld session buckets, %lld bad items, %lld mismatches (details in %s)", ret->rc,
+	     ret->objects, ret->s3_records, ret->s3_cells, ret->s3_untimed, ret->ddb_items,
+	     ret->ddb_records, ret->ddb_cells, ret->ddb_late, ret->ddb_untimed, ret->distinct_buckets,
+	     ret->bad_items, ret->mismatches, errpath);
 	if (ret->rc != 0) {
 		FILE *f = fopen(errpath, "r");
 		char line[1024];
@@ -358,26 +362,35 @@ static int aggcheck(struct aggfig *ret)
 }
 
 /* ADD one number attribute of one item of the table (the breakage). */
-static void add_to_item(const char *pk, const char *attr, const char *dec)
+/* "ADD #a :v" or "DELETE #a :v" (a set's elements) on an existing
+ * attribute of item pk; v is consumed. */
+static void update_item(const char *pk, const char *op, const char *attr, json_object *v)
 {
 	json_object *key = ddb_key_s(AGG_HASH_KEY, pk), *names = json_object_new_object(),
 		    *values = json_object_new_object();
 	struct ddb_write_opts wo = { 0 };
 	struct kl_errinfo info = { 0 };
+	char expr[32];
 	enum kl_err err;
 
-	CU_ASSERT_FATAL(key && names && values);
+	CU_ASSERT_FATAL(key && names && values && v);
 	CU_ASSERT_FATAL(json_object_object_add(names, "#a", json_object_new_string(attr)) == 0);
-	CU_ASSERT_FATAL(ddb_set(values, ":v", ddb_n(dec)) == KL_OK);
+	CU_ASSERT_FATAL(ddb_set(values, ":v", v) == KL_OK);
+	snprintf(expr, sizeof(expr), "%s #a :v", op);
 	wo.condition = "attribute_exists(#a)";
 	wo.names = names;
 	wo.values = values;
-	err = ddb_update_item(&fx.ddbc, fx.table, key, "ADD #a :v", &wo, NULL, &info);
+	err = ddb_update_item(&fx.ddbc, fx.table, key, expr, &wo, NULL, &info);
 	tf_report("UpdateItem", err, &info);
 	CU_ASSERT_FATAL(err == KL_OK);
 	json_object_put(key);
 	json_object_put(names);
 	json_object_put(values);
+}
+
+static void add_to_item(const char *pk, const char *attr, const char *dec)
+{
+	update_item(pk, "ADD", attr, ddb_n(dec));
 }
 
 /* Leases with a pending intent (pendingCheckpoint set). */
@@ -551,6 +564,7 @@ static void test_counts_equal_s3_after_kills(void)
 	CU_ASSERT_EQUAL(f.ddb_cells, (long long)fx.n_s3);
 	CU_ASSERT_EQUAL(f.s3_untimed, 0);
 	CU_ASSERT_EQUAL(f.ddb_untimed, 0);
+	CU_ASSERT_TRUE(f.distinct_buckets > 0);   /* the session sets were compared */
 	CU_ASSERT_TRUE(f.ddb_items >= f.ddb_cells);
 	CU_ASSERT_TRUE(a->kills + b->kills >= 3);
 	/* The operator's view: the last run of each worker counted records and
@@ -575,13 +589,16 @@ static void test_counts_equal_s3_after_kills(void)
 
 /*
  * aggcheck must be able to fail: one item's count one too high, then
- * (count restored) its price sum 0.5 too high; each is one mismatch, and
- * restoring both passes again.
+ * (count restored) its price sum 0.5 too high, then (restored) a session
+ * bucket too many in its set; each is one mismatch, and restoring passes
+ * again.
  */
 static void test_aggcheck_catches_breakage(void)
 {
-	json_object *items = NULL;
+	json_object *items = NULL, *attr, *ns;
 	struct kl_errinfo info = { 0 };
+	bool used[AGG_DISTINCT_BUCKETS] = { false };
+	int64_t free_bucket = -1;
 	struct aggfig f;
 	char pk[AGG_PK_MAX + 1];
 	enum kl_err err;
@@ -591,7 +608,23 @@ static void test_aggcheck_catches_breakage(void)
 	tf_report("Scan", err, &info);
 	CU_ASSERT_FATAL(err == KL_OK && json_object_array_length(items) > 0);
 	snprintf(pk, sizeof(pk), "%s", ddb_get_s(json_object_array_get_idx(items, 0), AGG_HASH_KEY));
+	/* A bucket no item's session set holds: adding it to one item must
+	 * change its cell's union whatever the other buckets' items hold. */
+	for (size_t i = 0; i < json_object_array_length(items); i++)
+		if (json_object_object_get_ex(json_object_array_get_idx(items, i),
+					      "distinct_session_id", &attr) &&
+		    json_object_object_get_ex(attr, "NS", &ns))
+			for (size_t k = 0; k < json_object_array_length(ns); k++) {
+				long b = atol(json_object_get_string(json_object_array_get_idx(ns, k)));
+
+				if (b >= 0 && b < AGG_DISTINCT_BUCKETS)
+					used[b] = true;
+			}
 	json_object_put(items);
+	for (int b = 0; b < AGG_DISTINCT_BUCKETS && free_bucket < 0; b++)
+		if (!used[b])
+			free_bucket = b;
+	CU_ASSERT_FATAL(free_bucket >= 0);
 	tp_step("breaking item %s", pk);
 
 	add_to_item(pk, "count", "1");
@@ -607,6 +640,14 @@ static void test_aggcheck_catches_breakage(void)
 	CU_ASSERT_EQUAL(f.ddb_records, (long long)fx.lines);
 
 	add_to_item(pk, "sum_price", "-0.5");
+	CU_ASSERT_EQUAL(aggcheck(&f), 0);
+	CU_ASSERT_EQUAL(f.mismatches, 0);
+
+	/* One session too many in the item's set, then taken out again. */
+	update_item(pk, "ADD", "distinct_session_id", ddb_ns_i64(&free_bucket, 1));
+	CU_ASSERT_EQUAL(aggcheck(&f), 1);
+	CU_ASSERT_EQUAL(f.mismatches, 1);
+	update_item(pk, "DELETE", "distinct_session_id", ddb_ns_i64(&free_bucket, 1));
 	CU_ASSERT_EQUAL(aggcheck(&f), 0);
 	CU_ASSERT_EQUAL(f.mismatches, 0);
 }

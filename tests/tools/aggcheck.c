@@ -70,12 +70,15 @@ struct cell {
 	uint64_t ddb_n;                /* count + late - untimed, or untimed in an untimed cell */
 	uint64_t ddb_untimed;          /* of a window cell: its items' untimed */
 	int64_t s3_sums[AGG_MAX_SUMS], ddb_sums[AGG_MAX_SUMS];   /* micro-units */
+	uint64_t s3_set[AGG_MAX_DISTINCT][AGG_DISTINCT_BUCKETS / 64];  /* distinct: buckets */
+	uint64_t ddb_set[AGG_MAX_DISTINCT][AGG_DISTINCT_BUCKETS / 64];
 	bool in_s3, in_ddb;
 };
 
 struct figures {
 	uint64_t objects, s3_records, s3_untimed, s3_cells;
 	uint64_t ddb_items, ddb_records, ddb_late, ddb_untimed, ddb_cells, bad_items, mismatches;
+	uint64_t distinct_buckets;     /* buckets set in the S3 side's sets that were compared */
 };
 
 struct aggcheck {
@@ -193,12 +196,13 @@ static void data_line(void *arg, const char *line, size_t len)
 	char values[AGG_MAX_DIMS][AGG_VALUE_MAX + 1], window[32];
 	const char *vp[AGG_MAX_DIMS];
 	int64_t sums[AGG_MAX_SUMS], t_ms = 0;
+	int dist[AGG_MAX_DISTINCT];
 	json_object *doc = NULL;
 	struct cell *c;
 	bool timed;
 
 	doc = objread_parse_object(&ac->rd, line, len);
-	timed = agg_doc_values(&ac->spec, doc, &t_ms, values, sums);
+	timed = agg_doc_values(&ac->spec, doc, &t_ms, values, sums, dist);
 	json_object_put(doc);
 	for (size_t i = 0; i < ac->spec.n_dims; i++)
 		vp[i] = values[i];
@@ -212,6 +216,9 @@ static void data_line(void *arg, const char *line, size_t len)
 	c->s3_n++;
 	for (size_t i = 0; i < ac->spec.n_sums; i++)
 		c->s3_sums[i] += sums[i];
+	for (size_t i = 0; i < ac->spec.n_distinct; i++)
+		if (dist[i] >= 0)
+			c->s3_set[i][dist[i] / 64] |= 1ULL << (dist[i] % 64);
 	ac->fig.s3_records++;
 	if (!timed)
 		ac->fig.s3_untimed++;
@@ -295,11 +302,34 @@ static uint64_t n_u64(json_object *item, const char *name, bool *bad)
 	return (uint64_t)v;
 }
 
+/* ORs the number set attribute name of item (absent: nothing) into set;
+ * false when it is not a set of bucket numbers. */
+static bool ns_bits(json_object *item, const char *name, uint64_t *set)
+{
+	json_object *attr, *ns;
+
+	if (!json_object_object_get_ex(item, name, &attr))
+		return true;
+	if (!json_object_object_get_ex(attr, "NS", &ns) || !json_object_is_type(ns, json_type_array))
+		return false;
+	for (size_t i = 0; i < json_object_array_length(ns); i++) {
+		const char *s = json_object_get_string(json_object_array_get_idx(ns, i));
+		char *end;
+		long b = s ? strtol(s, &end, 10) : -1;
+
+		if (!s || *end || b < 0 || b >= AGG_DISTINCT_BUCKETS)
+			return false;
+		set[b / 64] |= 1ULL << (b % 64);
+	}
+	return true;
+}
+
 static void ddb_item(struct aggcheck *ac, json_object *item)
 {
 	char window[32], attr[AGG_NAME_MAX + 8];
 	const char *vp[AGG_MAX_DIMS], *pk = ddb_get_s(item, AGG_HASH_KEY);
 	int64_t ws = 0, sums[AGG_MAX_SUMS] = { 0 };
+	uint64_t sets[AGG_MAX_DISTINCT][AGG_DISTINCT_BUCKETS / 64] = { { 0 } };
 	uint64_t count, late, untimed;
 	bool bad = ddb_get_n_i64(item, "window_start", &ws) != KL_OK;
 	struct cell *c;
@@ -321,6 +351,10 @@ static void ddb_item(struct aggcheck *ac, json_object *item)
 		if (s && !parse_micros(s, &sums[i]))
 			bad = true;
 	}
+	for (size_t i = 0; i < ac->spec.n_distinct; i++) {
+		snprintf(attr, sizeof(attr), "distinct_%s", ac->spec.distincts[i]);
+		bad = bad || !ns_bits(item, attr, sets[i]);
+	}
 	ac->fig.ddb_items++;
 	if (bad) {
 		if (ac->fig.bad_items++ < AC_REPORT_MAX)
@@ -338,6 +372,9 @@ static void ddb_item(struct aggcheck *ac, json_object *item)
 	c->ddb_untimed += untimed;
 	for (size_t i = 0; i < ac->spec.n_sums; i++)
 		c->ddb_sums[i] += sums[i];
+	for (size_t i = 0; i < ac->spec.n_distinct; i++)
+		for (size_t w = 0; w < AGG_DISTINCT_BUCKETS / 64; w++)
+			c->ddb_set[i][w] |= sets[i][w];   /* the buckets' items: a union */
 	if (untimed) {
 		c = cell_get(ac, AC_UNTIMED, vp);
 		c->in_ddb = true;
@@ -420,6 +457,18 @@ static void compare(struct aggcheck *ac)
 			u->ddb_sums[k] += c->ddb_sums[k];
 			c->s3_sums[k] = c->ddb_sums[k] = 0;
 		}
+		/* Its sets hold the untimed records' values too: all that can be
+		 * said is S3's timed set <= the item's <= that plus S3's untimed. */
+		for (size_t k = 0; k < ac->spec.n_distinct; k++)
+			for (size_t w = 0; w < AGG_DISTINCT_BUCKETS / 64; w++) {
+				uint64_t lo = c->s3_set[k][w], hi = lo | u->s3_set[k][w];
+
+				if ((c->ddb_set[k][w] & lo) != lo || (c->ddb_set[k][w] & ~hi)) {
+					mismatch(ac, c, "distinct sets differ (untimed records in it)");
+					break;
+				}
+			}
+		memcpy(c->ddb_set, c->s3_set, sizeof(c->ddb_set));
 	}
 	for (size_t i = 0; i < ac->n_slots; i++) {
 		const struct cell *c = &ac->cells[i];
@@ -431,6 +480,16 @@ static void compare(struct aggcheck *ac)
 			ac->fig.s3_cells++;
 		if (c->in_ddb && c->ddb_n)
 			ac->fig.ddb_cells++;
+		/* An untimed cell has no item of its own, hence no set. */
+		if (strncmp(c->key, AC_UNTIMED, strlen(AC_UNTIMED)) != 0) {
+			if (memcmp(c->s3_set, c->ddb_set, sizeof(c->s3_set)) != 0) {
+				mismatch(ac, c, "distinct sets differ");
+				continue;
+			}
+			for (size_t k = 0; k < ac->spec.n_distinct; k++)
+				for (size_t w = 0; w < AGG_DISTINCT_BUCKETS / 64; w++)
+					ac->fig.distinct_buckets += (uint64_t)__builtin_popcountll(c->s3_set[k][w]);
+		}
 		if (c->s3_n == c->ddb_n && sums_equal)
 			continue;
 		mismatch(ac, c, c->s3_n == 0 ? "only in DynamoDB" : c->ddb_n == 0 ? "only in S3" :
@@ -449,7 +508,7 @@ struct figure_name {
 static const struct figure_name figure_names[] = {
 	FIG(objects), FIG(s3_records), FIG(s3_untimed), FIG(s3_cells), FIG(ddb_items),
 	FIG(ddb_records), FIG(ddb_late), FIG(ddb_untimed), FIG(ddb_cells), FIG(bad_items),
-	FIG(mismatches),
+	FIG(mismatches), FIG(distinct_buckets),
 };
 #undef FIG
 

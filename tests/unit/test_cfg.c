@@ -644,9 +644,9 @@ static void test_aggregate_lists(void)
 		{ "dimensions = \"pa ge\";", "aggregates.dimensions: 'pa ge': only letters, digits" },
 		{ "dimensions = \"a,b,c,d,e,f,g,h,i\";", "aggregates.dimensions: at most 8 dimensions" },
 		{ "dimensions = \"page\"; measures = \"avg:price\";",
-		  "aggregates.measures: 'avg:price' is neither \"count\" nor \"sum:FIELD\"" },
+		  "aggregates.measures: 'avg:price' is neither \"count\", \"sum:FIELD\" nor \"distinct:FIELD\"" },
 		{ "dimensions = \"page\"; measures = \"sum:\";",
-		  "aggregates.measures: 'sum:' is neither \"count\" nor \"sum:FIELD\"" },
+		  "aggregates.measures: 'sum:' is neither \"count\", \"sum:FIELD\" nor \"distinct:FIELD\"" },
 		{ "dimensions = \"page\"; measures = \"sum:x, sum:"
 		  "a12345678901234567890123456789012345678901234567890123456789012345\";",
 		  "aggregates.measures: name 'a1234567890123456789012345678901234567890123456789"
