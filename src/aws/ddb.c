@@ -321,10 +321,11 @@ enum kl_err ddb_get_n_i64(const json_object *item, const char *name, int64_t *re
 	return KL_OK;
 }
 
-enum kl_err ddb_get_ss(const json_object *item, const char *name, const char ***ret_strs,
-		       size_t *ret_n)
+/* A set attribute of type "SS" or "NS": both are arrays of strings. */
+static enum kl_err get_set(const json_object *item, const char *name, const char *type,
+			   const char ***ret_strs, size_t *ret_n)
 {
-	json_object *arr = ddb_get(item, name, "SS");
+	json_object *arr = ddb_get(item, name, type);
 	const char **strs;
 	size_t n;
 
@@ -347,6 +348,18 @@ enum kl_err ddb_get_ss(const json_object *item, const char *name, const char ***
 	*ret_strs = strs;
 	*ret_n = n;
 	return KL_OK;
+}
+
+enum kl_err ddb_get_ss(const json_object *item, const char *name, const char ***ret_strs,
+		       size_t *ret_n)
+{
+	return get_set(item, name, "SS", ret_strs, ret_n);
+}
+
+enum kl_err ddb_get_ns(const json_object *item, const char *name, const char ***ret_strs,
+		       size_t *ret_n)
+{
+	return get_set(item, name, "NS", ret_strs, ret_n);
 }
 
 enum kl_err ddb_get_b(const json_object *item, const char *name, uint8_t **ret_data,

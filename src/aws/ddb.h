@@ -110,6 +110,10 @@ enum kl_err ddb_get_n_i64(const json_object *item, const char *name, int64_t *re
  */
 enum kl_err ddb_get_ss(const json_object *item, const char *name, const char ***ret_strs,
 		       size_t *ret_n);
+/* An NS attribute, the same way: its numbers as the decimal strings of the
+ * wire. KL_EINVAL when not NS. */
+enum kl_err ddb_get_ns(const json_object *item, const char *name, const char ***ret_strs,
+		       size_t *ret_n);
 /* A B attribute decoded: *ret_data is malloc'd (caller frees; never NULL
  * on KL_OK, even for 0 bytes). KL_ENOTFOUND, KL_EINVAL, KL_EPARSE. */
 enum kl_err ddb_get_b(const json_object *item, const char *name, uint8_t **ret_data,

@@ -595,7 +595,7 @@ static void test_counts_equal_s3_after_kills(void)
  */
 static void test_aggcheck_catches_breakage(void)
 {
-	json_object *items = NULL, *attr, *ns;
+	json_object *items = NULL;
 	struct kl_errinfo info = { 0 };
 	bool used[AGG_DISTINCT_BUCKETS] = { false };
 	int64_t free_bucket = -1;
@@ -610,16 +610,21 @@ static void test_aggcheck_catches_breakage(void)
 	snprintf(pk, sizeof(pk), "%s", ddb_get_s(json_object_array_get_idx(items, 0), AGG_HASH_KEY));
 	/* A bucket no item's session set holds: adding it to one item must
 	 * change its cell's union whatever the other buckets' items hold. */
-	for (size_t i = 0; i < json_object_array_length(items); i++)
-		if (json_object_object_get_ex(json_object_array_get_idx(items, i),
-					      "distinct_session_id", &attr) &&
-		    json_object_object_get_ex(attr, "NS", &ns))
-			for (size_t k = 0; k < json_object_array_length(ns); k++) {
-				long b = atol(json_object_get_string(json_object_array_get_idx(ns, k)));
+	for (size_t i = 0; i < json_object_array_length(items); i++) {
+		const char **nums = NULL;
+		size_t n = 0;
 
-				if (b >= 0 && b < AGG_DISTINCT_BUCKETS)
-					used[b] = true;
-			}
+		if (ddb_get_ns(json_object_array_get_idx(items, i), "distinct_session_id", &nums,
+			       &n) != KL_OK)
+			continue;
+		for (size_t k = 0; k < n; k++) {
+			long b = atol(nums[k]);
+
+			if (b >= 0 && b < AGG_DISTINCT_BUCKETS)
+				used[b] = true;
+		}
+		free(nums);
+	}
 	json_object_put(items);
 	for (int b = 0; b < AGG_DISTINCT_BUCKETS && free_bucket < 0; b++)
 		if (!used[b])

@@ -306,22 +306,25 @@ static uint64_t n_u64(json_object *item, const char *name, bool *bad)
  * false when it is not a set of bucket numbers. */
 static bool ns_bits(json_object *item, const char *name, uint64_t *set)
 {
-	json_object *attr, *ns;
+	const char **nums = NULL;
+	size_t n = 0;
+	bool ok = true;
+	enum kl_err err = ddb_get_ns(item, name, &nums, &n);
 
-	if (!json_object_object_get_ex(item, name, &attr))
+	if (err == KL_ENOTFOUND)
 		return true;
-	if (!json_object_object_get_ex(attr, "NS", &ns) || !json_object_is_type(ns, json_type_array))
+	if (err)
 		return false;
-	for (size_t i = 0; i < json_object_array_length(ns); i++) {
-		const char *s = json_object_get_string(json_object_array_get_idx(ns, i));
+	for (size_t i = 0; i < n && ok; i++) {
 		char *end;
-		long b = s ? strtol(s, &end, 10) : -1;
+		long b = strtol(nums[i], &end, 10);
 
-		if (!s || *end || b < 0 || b >= AGG_DISTINCT_BUCKETS)
-			return false;
-		set[b / 64] |= 1ULL << (b % 64);
+		ok = !*end && end != nums[i] && b >= 0 && b < AGG_DISTINCT_BUCKETS;
+		if (ok)
+			set[b / 64] |= 1ULL << (b % 64);
 	}
-	return true;
+	free(nums);
+	return ok;
 }
 
 static void ddb_item(struct aggcheck *ac, json_object *item)

@@ -768,6 +768,22 @@ static void test_ddb_getters(void)
 	CU_ASSERT_EQUAL(ddb_get_ss(item, "leaseOwner", &strs, &n), KL_EINVAL);
 	CU_ASSERT_EQUAL(ddb_get_ss(item, "absent", &strs, &n), KL_ENOTFOUND);
 	CU_ASSERT_PTR_NULL(strs);
+	/* A number set, as ddb_ns_i64() writes it: not an SS, its numbers as text. */
+	{
+		static const int64_t nums[] = { 3, 1023 };
+
+		CU_ASSERT_EQUAL_FATAL(ddb_set(item, "buckets", ddb_ns_i64(nums, 2)), KL_OK);
+		CU_ASSERT_EQUAL(ddb_get_ss(item, "buckets", &strs, &n), KL_EINVAL);
+		CU_ASSERT_EQUAL_FATAL(ddb_get_ns(item, "buckets", &strs, &n), KL_OK);
+		CU_ASSERT_EQUAL(n, 2);
+		CU_ASSERT_STRING_EQUAL(strs[0], "3");
+		CU_ASSERT_STRING_EQUAL(strs[1], "1023");
+		free(strs);
+		strs = NULL;
+		CU_ASSERT_EQUAL(ddb_get_ns(item, "parentShardId", &strs, &n), KL_EINVAL);
+		CU_ASSERT_EQUAL(ddb_get_ns(item, "absent", &strs, &n), KL_ENOTFOUND);
+		CU_ASSERT_PTR_NULL(strs);
+	}
 
 	CU_ASSERT_EQUAL_FATAL(ddb_get_b(item, "blob", &bytes, &n), KL_OK);
 	CU_ASSERT_EQUAL(n, 4);
