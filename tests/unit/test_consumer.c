@@ -541,23 +541,13 @@ static struct xform *new_xform(void)
 	return x;
 }
 
+static void make_budget(const struct consumer_config *cfg, struct consumer_budget *budget,
+			struct xform **ret_x);
+
 /* Creates the consumer on fake time; *ret_x is the plugin instance. */
 static void make(const struct consumer_config *cfg, struct xform **ret_x)
 {
-	struct consumer_deps deps;
-	struct kl_errinfo info;
-
-	memset(&deps, 0, sizeof(deps));
-	*ret_x = new_xform();
-	deps.kinesis.ops = &fk_ops;
-	deps.lease.ops = &fl_ops;
-	deps.sink.ops = &ts_ops;
-	deps.xform = *ret_x;
-	deps.clock = &fake_clock;
-	kl_errinfo_clear(&info);
-	if (consumer_new(cfg, &deps, &cons, &info) != KL_OK)
-		fprintf(stderr, "consumer_new: %s\n", info.message);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(cons);
+	make_budget(cfg, NULL, ret_x);
 }
 
 static void done(struct xform *x)
@@ -1694,7 +1684,8 @@ static void test_budget_wait_and_stop(void)
 
 /* ------------------------------------------------------------ busy sink, shared budget */
 
-/* Creates the consumer on fake time with the given budget (NULL: none). */
+/* Creates the consumer on fake time with the given budget (NULL: none);
+ * *ret_x is the plugin instance. */
 static void make_budget(const struct consumer_config *cfg, struct consumer_budget *budget,
 			struct xform **ret_x)
 {
