@@ -1704,16 +1704,22 @@ static void stop_fleet(void)
  * Runs a checker (lakecheck, aggcheck): argv[0] with its stdout read into
  * out (NUL-terminated, at most cap - 1 bytes) and its stderr into err_path,
  * waited for up to 60 s (killed after: *ret_rc -2). False when it could
- * not be started; else true and its wait_pid() status in *ret_rc.
+ * not be started (a failure is recorded when argv[0] is not executable:
+ * env names the variable that sets it); else true and its wait_pid()
+ * status in *ret_rc.
  */
-static bool run_checker(char *const argv[], const char *err_path, char *out, size_t cap,
-			int *ret_rc)
+static bool run_checker(char *const argv[], const char *env, const char *err_path, char *out,
+			size_t cap, int *ret_rc)
 {
 	size_t used = 0;
 	ssize_t n;
 	pid_t pid;
 	int p[2];
 
+	if (access(argv[0], X_OK) != 0) {
+		fail("no checker at %s (set %s)", argv[0], env);
+		return false;
+	}
 	if (pipe2(p, O_CLOEXEC) != 0)
 		return false;
 	pid = spawn(argv, p[1], err_path);
@@ -1762,12 +1768,8 @@ static void run_lakecheck(struct lake *lk)
 		 "^(data/dt=[0-9]{4}-[0-9]{2}-[0-9]{2}/hour=[0-9]{2}/"
 		 "|errors/processing-failed/dt=[0-9]{4}-[0-9]{2}-[0-9]{2}/)"
 		 "shardId-[0-9]{12}/[0-9]{56}-[0-9]{10}_[0-9]{56}-[0-9]{10}%s$", fx.ext);
-	if (access(fx.lakecheck, X_OK) != 0) {
-		fail("no lakecheck at %s (set KL_LAKECHECK)", fx.lakecheck);
-		return;
-	}
 	/* lakecheck reads every object once: bounded by the run's size. */
-	if (!run_checker(argv, err_path, out, sizeof(out), &lk->rc))
+	if (!run_checker(argv, "KL_LAKECHECK", err_path, out, sizeof(out), &lk->rc))
 		return;
 	lk->ran = true;
 	used = strnlen(out, sizeof(lk->raw) - 1);
@@ -1831,11 +1833,7 @@ static void run_aggcheck(struct aggfig *af)
 	memset(af, 0, sizeof(*af));
 	snprintf(window, sizeof(window), "%d", AGG_WINDOW_S);
 	snprintf(err_path, sizeof(err_path), "%s/aggcheck.err", fx.dir);
-	if (access(fx.aggcheck, X_OK) != 0) {
-		fail("no aggcheck at %s (set KL_AGGCHECK)", fx.aggcheck);
-		return;
-	}
-	if (!run_checker(argv, err_path, out, sizeof(out), &af->rc))
+	if (!run_checker(argv, "KL_AGGCHECK", err_path, out, sizeof(out), &af->rc))
 		return;
 	af->ran = true;
 	doc = json_tokener_parse(out);
